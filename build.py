@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""`./build.py ...` is `smartos ...`: the SmartOS image builder.
+
+On a fresh host it first makes the builder's Python environment (a venv under the cache
+directory, outside this repository) and re-runs itself there.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("SMARTOS_VENV") or
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smartos" / "venv")
+
+
+def _bootstrap() -> None:
+    py = VENV / "bin" / "python"
+    stamp = VENV / ".smartos-installed"
+    pyproject = REPO / "pyproject.toml"
+    if not py.exists() or not stamp.exists() or stamp.read_text() != pyproject.read_text():
+        if subprocess.call([sys.executable, "-c", "import ensurepip, venv"]) != 0:
+            if os.geteuid() == 0:
+                subprocess.check_call(["apt-get", "install", "-y", "-q", "python3-venv"])
+            else:
+                sys.exit("python3-venv is missing: sudo apt-get install python3-venv")
+        print(f"setting up the builder's Python environment in {VENV} ...", file=sys.stderr)
+        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
+        subprocess.check_call([str(py), "-m", "pip", "install", "-q", "-e", f"{REPO}[test]"])
+        stamp.write_text(pyproject.read_text())
+    os.environ["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.execv(str(py), [str(py), str(REPO / "build.py"), *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    if Path(sys.prefix).resolve() != VENV.resolve():
+        _bootstrap()
+    from smartos_image.cli import main
+
+    main()

@@ -1,0 +1,59 @@
+"""Content-addressed cache directories outside the repository.
+
+An entry is published by renaming a finished temporary directory, so an interrupted build never
+leaves a half-written entry behind under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def digest(*parts: Any, files: Iterable[Path] = ()) -> str:
+    """A short stable hash of JSON-able parts plus the names and contents of files."""
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for f in sorted(files):
+        h.update(str(f).encode())
+        h.update(f.read_bytes() if f.is_file() else b"<dir>")
+    return h.hexdigest()[:16]
+
+
+def tree_files(*roots: Path) -> list[Path]:
+    """Every file and symlink below roots, for hashing a directory's content."""
+    out: list[Path] = []
+    for root in roots:
+        if root.exists():
+            out += [p for p in root.rglob("*") if p.is_file() or p.is_symlink()]
+    return out
+
+
+class Entry:
+    def __init__(self, cache_dir: Path, kind: str, key: str) -> None:
+        self.path = cache_dir / kind / key
+        self.tmp = cache_dir / kind / f".{key}.tmp"
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def begin(self) -> Path:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def publish(self) -> Path:
+        self.tmp.rename(self.path)
+        return self.path
+
+    def prune_others(self, keep: int = 2) -> None:
+        """Keep the newest `keep` entries of this kind so the cache doesn't grow without end."""
+        siblings = sorted((p for p in self.path.parent.iterdir() if not p.name.startswith(".")),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in siblings[keep:]:
+            if old != self.path:
+                shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""`smartos` (and `./build.py`): build, check and try SmartOS images.
+
+Thin verbs: each parses options, calls the library, and renders the result. Errors from the
+library arrive as SmartOSError and leave as one message and exit code 2 (tracebacks with --debug).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from . import hass
+from .config import Board, Config, load_config
+from .errors import SmartOSError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=True, highlight=False)
+PYTHON_OF_SUITE = {"trixie": "3.13.5", "forky": "3.14.2"}  # for `check`, before any bootstrap
+
+
+def _errors_to_exit(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except SmartOSError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            console.print(f"[bold red]error:[/] {exc.message}")
+            if exc.hint:
+                console.print(f"[yellow]hint:[/] {exc.hint}")
+            sys.exit(2)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]: nothing was left mounted or half-written")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(obj: dict[str, Any]) -> Config:
+    return load_config(obj["config"], tuple(obj["set"]), board=obj["board"])
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", "config_file", type=click.Path(path_type=Path),
+              help="YAML file with build settings (see image/data/defaults.yaml).")
+@click.option("--board", "-b", type=click.Choice([b.value for b in Board]), help="Board to build for.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting, e.g. --set hostname=kitchen (repeatable).")
+@click.option("--debug", is_flag=True, help="Log every command and show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None, board: str | None,
+         overrides: tuple[str, ...], debug: bool) -> None:
+    """Build SmartOS images. With no command: build the image (needs root)."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+    ctx.obj = {"config": config_file, "board": board, "set": list(overrides), "debug": debug}
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(build)
+
+
+@main.command()
+@click.pass_obj
+@_errors_to_exit
+def build(obj: dict[str, Any]) -> None:
+    """Build the image into output_dir (default ./out)."""
+    from .pipeline import build as run_build
+
+    cfg = _config(obj)
+    if not cfg.authorized_keys():
+        console.print("[bold yellow]WARNING: no ssh key given: nobody will be able to log in to "
+                      "this image over ssh.[/]\n  Add one with --set admin.ssh_key_files="
+                      "[~/.ssh/id_ed25519.pub] or admin.ssh_key_files in your --config file.")
+    ctx = run_build(cfg, console, debug=obj["debug"])
+    console.print(f"[bold green]done[/] in {ctx.timings['total']:.0f} s: "
+                  + ", ".join(p.name for p in ctx.facts["outputs"]))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+@click.option("--offline", is_flag=True, help="Do not ask PyPI which Home Assistant release fits.")
+@click.pass_obj
+@_errors_to_exit
+def check(obj: dict[str, Any], as_json: bool, offline: bool) -> None:
+    """Validate the settings and print them resolved, without building (no root needed)."""
+    cfg = _config(obj)
+    settings = cfg.as_dict()
+    python = PYTHON_OF_SUITE[cfg.debian.suite.value]
+    settings["resolved"] = {"python": python, "authorized_keys": len(cfg.authorized_keys())}
+    if not offline:
+        release = hass.pick_release(hass.releases(cfg.cache_dir), python, cfg.homeassistant.version)
+        settings["resolved"]["homeassistant"] = release.version
+    if as_json:
+        click.echo(json.dumps(settings, indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in _flatten(settings):
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+@main.command()
+@click.argument("image", required=False, type=click.Path(path_type=Path, exists=True))
+@click.option("--ssh-port", default=2222, show_default=True)
+@click.option("--http-port", default=8123, show_default=True)
+@click.option("--internet/--no-internet", default=False, show_default=True,
+              help="Let the guest reach the internet (it never accepts connections from outside).")
+@click.pass_obj
+@_errors_to_exit
+def vm(obj: dict[str, Any], image: Path | None, ssh_port: int, http_port: int, internet: bool) -> None:
+    """Boot an image in QEMU: ssh on 127.0.0.1:2222, Home Assistant on 127.0.0.1:8123."""
+    import tempfile
+
+    from .vm import Machine, find_image
+
+    cfg = _config(obj)
+    image = image or find_image(cfg.output_dir)
+    workdir = Path(tempfile.mkdtemp(prefix="smartos-vm-", dir=cfg.cache_dir if cfg.cache_dir.exists() else None))
+    console.print(f"booting {image.name}: ssh -p {ssh_port} {cfg.admin.user}@127.0.0.1, "
+                  f"http://127.0.0.1:{http_port}  (Ctrl-A X quits)")
+    machine = Machine(image, workdir, ssh_port, http_port, restrict=not internet)
+    sys.exit(machine.interactive())

@@ -1,0 +1,66 @@
+"""A build, start to end: the stage list below is the whole order of a build."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from . import stages
+from .chroot import umount_below
+from .config import Config
+from .context import Context
+
+log = logging.getLogger("smartos")
+
+Stage = Callable[[Context], None]
+
+STAGES: list[Stage] = [
+    stages.check_host,           # tools present (installed with apt-get when missing)
+    stages.bootstrap,            # mmdebstrap: Debian + every package roles and board need
+    stages.apply_roles,          # Ansible roles through a chroot connection
+    stages.install_overlays,     # static trees and systemd units
+    stages.install_homeassistant,  # Home Assistant venv, ready to run offline
+    stages.prepare_data,         # the data partition's first contents
+    stages.finalize_rootfs,      # per-device state out, build facts in
+    stages.make_bootloader,      # GRUB + A/B slot state on the ESP
+    stages.assemble_disk,        # GPT + filesystems, no loop devices
+    stages.publish,              # .img.xz + .bmap + SHA256SUMS + manifest, renamed into place
+]
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def build(config: Config, console: Console, debug: bool = False) -> Context:
+    """Run every stage; on any failure or Ctrl-C leave no mounts and no half-written outputs."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    work = config.cache_dir / "work" / uuid.uuid4().hex[:8]
+    work.mkdir(parents=True)
+    logfile = config.output_dir / "build.log"
+    logfile.write_text("")
+    ctx = Context(config=config, workdir=work, logfile=logfile, console=console, debug=debug)
+    ctx.facts["build_id"] = uuid.uuid4().hex
+    ctx.facts["layout"] = stages.new_layout(ctx)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    start = time.monotonic()
+    try:
+        for stage in STAGES:
+            stage(ctx)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        umount_below(work)
+        for leftover in config.output_dir.glob(".*.tmp"):
+            leftover.unlink()
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.timings["total"] = round(time.monotonic() - start, 1)
+    return ctx

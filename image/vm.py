@@ -1,0 +1,136 @@
+"""Boot a built image in QEMU: user-mode networking, ssh and Home Assistant forwarded to 127.0.0.1.
+
+Each boot runs on a fresh copy-on-write overlay, so the built image is never changed and every
+boot of a new overlay is a device's first boot.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess  # noqa: TID251 - QEMU is a long-running child we start, watch and stop
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .boards import board_module
+from .config import Board
+from .errors import SmartOSError
+from .run import run
+
+
+def find_image(out: Path) -> Path:
+    images = sorted(list(out.glob("smartos-*.img")) + list(out.glob("smartos-*.img.xz")),
+                    key=lambda p: p.stat().st_mtime)
+    if not images:
+        raise SmartOSError(f"no image in {out}", hint="build one first: sudo ./build.py")
+    return images[-1]
+
+
+def board_of(image: Path) -> Board:
+    for board in Board:
+        if f"-{board.value}.img" in image.name:
+            return board
+    raise SmartOSError(f"cannot tell the board from the image name {image.name}")
+
+
+def raw_image(image: Path, workdir: Path) -> Path:
+    if image.suffix != ".xz":
+        return image
+    raw = workdir / image.name.removesuffix(".xz")
+    if not raw.exists() or raw.stat().st_mtime < image.stat().st_mtime:
+        tmp = raw.with_suffix(".part")
+        run(["sh", "-c", f'xz -dc "{image}" > "{tmp}"'])  # one decompression, cached beside the VM
+        tmp.rename(raw)
+    return raw
+
+
+@dataclass
+class Machine:
+    image: Path
+    workdir: Path
+    ssh_port: int = 2222
+    http_port: int = 8123
+    restrict: bool = True  # no route to the internet: only the host forwards
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    def overlay(self) -> Path:
+        disk = self.workdir / "disk.qcow2"
+        if not disk.exists():
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                 "-b", raw_image(self.image, self.workdir).resolve(), disk])
+        return disk
+
+    def command(self) -> list[str]:
+        board = board_module(board_of(self.image))
+        return board.qemu_args(self.overlay(), self.ssh_port, self.http_port, self.restrict,
+                               self.workdir)
+
+    def start(self) -> None:
+        """Boot in the background; the serial console goes to console.log."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for port in (self.ssh_port, self.http_port):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    raise SmartOSError(f"127.0.0.1:{port} is already in use",
+                                       hint="stop the other VM or pick other ports")
+        cmd = [*self.command(), "-display", "none", "-monitor", "none",
+               "-serial", f"file:{self.console_log}"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=(self.workdir / "qemu.err").open("wb"))
+
+    def interactive(self) -> int:
+        """Boot with the serial console on this terminal (Ctrl-A X quits)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return subprocess.call([*self.command(), "-nographic"])
+
+    def wait_for_port(self, port: int, timeout: float) -> float:
+        """Seconds until a TCP banner arrives on the forward (QEMU accepts before the guest does)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            self._alive()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.settimeout(5)
+                    if s.recv(4):
+                        return time.monotonic() - start
+            except OSError:
+                pass
+            time.sleep(1)
+        raise SmartOSError(f"nothing answered on 127.0.0.1:{port} within {timeout:.0f} s",
+                           hint=f"see {self.console_log}")
+
+    def wait_for_http(self, url: str, timeout: float) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            self._alive()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - start
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(2)
+        raise SmartOSError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+    def _alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            err = (self.workdir / "qemu.err").read_text(errors="replace")[-2000:]
+            raise SmartOSError(f"QEMU exited with {self.proc.returncode}: {err}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+

@@ -1,0 +1,407 @@
+"""The radios role's udev rules give each known Zigbee/Z-Wave stick its names.
+
+A physical USB stick cannot be attached here, so these tests simulate the
+device: they render the rules template with the role's defaults, parse the
+result with a small matcher for exactly the udev syntax the template emits, and
+run simulated tty devices (attribute chains as `udevadm info -a` shows them)
+through it. The real rules are also checked under udev on a booted image by
+the VM tests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "radios"
+TEMPLATE = "etc/udev/rules.d/70-smartos-radios.rules.j2"
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def comment(text: str) -> str:
+    """Ansible's `comment` filter with its default (plain) style."""
+    return "\n".join(["#", *(f"# {line}" for line in text.splitlines()), "#"])
+
+
+def to_bool(value: Any) -> bool:
+    """Ansible's `bool` filter, for the values a YAML file can hold."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+def defaults() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    return loaded
+
+
+def render(**overrides: Any) -> str:
+    # Ansible's template module renders with trim_blocks on and undefined as an error.
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ROLE / "templates"),
+        trim_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["comment"] = comment
+    env.filters["bool"] = to_bool
+    variables = {**defaults(), "ansible_managed": "Ansible managed", **overrides}
+    return env.get_template(TEMPLATE).render(variables)
+
+
+# --- a matcher for the udev rule syntax the template uses ------------------------------
+
+TOKEN = re.compile(r'\s*([A-Z_]+)(?:\{([^}]*)\})?\s*(==|!=|\+=|=)\s*"([^"]*)"\s*(?:,|$)')
+MATCH_KEYS = {"ACTION", "SUBSYSTEM", "ATTRS", "ENV"}
+ASSIGN_KEYS = {"GROUP", "MODE", "SYMLINK", "OPTIONS", "GOTO", "LABEL"}
+
+
+@dataclass(frozen=True)
+class Token:
+    key: str
+    attr: str | None
+    op: str
+    value: str
+
+
+def parse(text: str) -> list[list[Token]]:
+    """Rules as lists of tokens; anything the matcher does not model is an error."""
+    rules: list[list[Token]] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens: list[Token] = []
+        pos = 0
+        while pos < len(line):
+            m = TOKEN.match(line, pos)
+            if m is None:
+                raise ValueError(f"cannot parse udev rule at {line[pos:]!r}")
+            key, attr, op, value = m.groups()
+            is_match = op in ("==", "!=")
+            if key not in (MATCH_KEYS if is_match else ASSIGN_KEYS):
+                raise ValueError(f"the matcher does not model {key}{op} in {line!r}")
+            if key == "ATTRS" and op != "==":
+                raise ValueError(f"the matcher does not model ATTRS{op} in {line!r}")
+            tokens.append(Token(key, attr, op, value))
+            pos = m.end()
+        rules.append(tokens)
+    return rules
+
+
+def glob(pattern: str, value: str | None) -> bool:
+    """udev's pattern match: shell glob, '|' separates alternatives."""
+    if value is None:
+        return False
+    if not pattern[-1:].isspace():
+        # udev ignores trailing whitespace of sysfs values unless the pattern has some
+        value = value.rstrip()
+    return any(fnmatch.fnmatchcase(value, alt) for alt in pattern.split("|"))
+
+
+@dataclass
+class Device:
+    """An event device and its parents, nearest first, as `udevadm info -a` walks them."""
+
+    kernel: str
+    subsystem: str
+    chain: list[dict[str, str]]
+    env: dict[str, str] = field(default_factory=dict)
+    action: str = "add"
+
+
+@dataclass
+class Result:
+    symlinks: set[str] = field(default_factory=set)
+    group: str | None = None
+    mode: str | None = None
+    link_priority: int = 0
+
+
+def apply(rules: list[list[Token]], dev: Device) -> Result:
+    result = Result()
+    goto: str | None = None
+    for rule in rules:
+        if goto is not None:
+            if any(t.key == "LABEL" and t.value == goto for t in rule):
+                goto = None
+            continue
+        if not matches(rule, dev):
+            continue
+        for t in rule:
+            if t.key == "GROUP":
+                result.group = t.value
+            elif t.key == "MODE":
+                result.mode = t.value
+            elif t.key == "SYMLINK":
+                assert t.op == "+=", t
+                result.symlinks.update(t.value.split())
+            elif t.key == "OPTIONS":
+                name, _, number = t.value.partition("=")
+                if name != "link_priority":
+                    raise ValueError(f"the matcher does not model OPTIONS {t.value!r}")
+                result.link_priority = int(number)
+            elif t.key == "GOTO":
+                goto = t.value
+    return result
+
+
+def matches(rule: list[Token], dev: Device) -> bool:
+    for t in rule:
+        if t.op not in ("==", "!="):
+            continue
+        if t.key == "ACTION":
+            ok = glob(t.value, dev.action)
+        elif t.key == "SUBSYSTEM":
+            ok = glob(t.value, dev.subsystem)
+        elif t.key == "ENV":
+            ok = glob(t.value, dev.env.get(t.attr or "", ""))
+        else:
+            continue  # ATTRS, below
+        if ok != (t.op == "=="):
+            return False
+    attrs = [t for t in rule if t.key == "ATTRS"]
+    # All ATTRS keys of a rule must match on one and the same device of the chain.
+    return not attrs or any(
+        all(glob(t.value, node.get(t.attr or "")) for t in attrs) for node in dev.chain
+    )
+
+
+def plug(rules: list[list[Token]], *devices: Device) -> dict[str, str]:
+    """Where each symlink points once all devices are added: the highest link_priority
+    claims a contested link; a tie is left out, since udev's choice is then arbitrary."""
+    claims: dict[str, list[tuple[int, str]]] = {}
+    for dev in devices:
+        result = apply(rules, dev)
+        for link in result.symlinks:
+            claims.setdefault(link, []).append((result.link_priority, dev.kernel))
+    owners: dict[str, str] = {}
+    for link, contenders in claims.items():
+        contenders.sort(reverse=True)
+        if len(contenders) == 1 or contenders[0][0] > contenders[1][0]:
+            owners[link] = contenders[0][1]
+    return owners
+
+
+# --- simulated hardware ----------------------------------------------------------------
+
+
+def usb_tty(
+    kernel: str,
+    vendor_id: str,
+    product_id: str,
+    product: str | None = None,
+    serial: str = "0001",
+    interface: str = "00",
+) -> Device:
+    """A ttyUSB/ttyACM device: tty -> USB interface -> USB device. A device without
+    a product string has no `product` file in sysfs."""
+    usb_device = {"idVendor": vendor_id, "idProduct": product_id, "serial": serial}
+    if product is not None:
+        usb_device["product"] = product + "\n"  # sysfs values end in a newline
+    return Device(
+        kernel=kernel,
+        subsystem="tty",
+        chain=[{"dev": "188:0\n"}, {"bInterfaceNumber": interface}, usb_device],
+        # 60-serial.rules sets this from the interface before 70-smartos-radios.rules runs
+        env={"ID_USB_INTERFACE_NUM": interface},
+    )
+
+
+def stick_device(stick: dict[str, Any], kernel: str = "ttyUSB0") -> Device:
+    return usb_tty(
+        kernel,
+        stick["vendor_id"],
+        stick["product_id"],
+        product=stick.get("product"),
+        serial=stick.get("serial", "0001"),
+        interface=stick.get("interface", "00"),
+    )
+
+
+def sticks() -> list[dict[str, Any]]:
+    return [s for s in defaults()["radios__sticks"] if s.get("enabled", True)]
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[list[Token]]:
+    return parse(render())
+
+
+# --- tests -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stick", sticks(), ids=lambda s: f"{s['name']}-{s['vendor_id']}:{s['product_id']}"
+)
+def test_each_listed_stick_gets_its_names_group_and_mode(
+    rules: list[list[Token]], stick: dict[str, Any]
+) -> None:
+    result = apply(rules, stick_device(stick))
+
+    assert result.symlinks == {f"radios/{stick['name']}", stick["kind"]}
+    assert result.group == "dialout"
+    assert result.mode == "0660"
+
+
+def test_sticks_sharing_the_cp210x_id_are_told_apart_by_product(
+    rules: list[list[Token]],
+) -> None:
+    p = usb_tty("ttyUSB0", "10c4", "ea60", "Sonoff Zigbee 3.0 USB Dongle Plus")
+    e = usb_tty("ttyUSB1", "10c4", "ea60", "Sonoff Zigbee 3.0 USB Dongle Plus V2")
+    sky = usb_tty("ttyUSB2", "10c4", "ea60", "SkyConnect v1.0")
+    zooz = usb_tty("ttyUSB3", "10c4", "ea60", "Zooz ZST10 700 Z-Wave Stick")
+
+    assert apply(rules, p).symlinks == {"radios/sonoff-zbdongle-p", "zigbee"}
+    # the V2 string starts with the ZBDongle-P's, which must not catch it
+    assert apply(rules, e).symlinks == {"radios/sonoff-zbdongle-e", "zigbee"}
+    assert apply(rules, sky).symlinks == {"radios/home-assistant-skyconnect", "zigbee"}
+    assert apply(rules, zooz).symlinks == {"radios/zooz-zst10-700", "zwave"}
+
+
+def test_sticks_sharing_the_ch9102_id_are_told_apart_by_product(
+    rules: list[list[Token]],
+) -> None:
+    e = usb_tty("ttyACM0", "1a86", "55d4", "SONOFF Zigbee 3.0 USB Dongle Plus V2")
+    zst39 = usb_tty("ttyACM1", "1a86", "55d4", "800 Z-Wave Stick")
+
+    assert apply(rules, e).symlinks == {"radios/sonoff-zbdongle-e", "zigbee"}
+    assert apply(rules, zst39).symlinks == {"radios/zooz-zst39-800", "zwave"}
+
+
+def test_husbzb1_interface_00_is_zwave_and_01_is_zigbee(rules: list[list[Token]]) -> None:
+    product = "HubZ Smart Home Controller"
+    zwave = usb_tty("ttyUSB0", "10c4", "8a2a", product, serial="C0F003D3", interface="00")
+    zigbee = usb_tty("ttyUSB1", "10c4", "8a2a", product, serial="C0F003D3", interface="01")
+
+    assert apply(rules, zwave).symlinks == {"radios/nortek-husbzb-1-zwave", "zwave"}
+    assert apply(rules, zigbee).symlinks == {"radios/nortek-husbzb-1-zigbee", "zigbee"}
+    assert plug(rules, zwave, zigbee) == {
+        "radios/nortek-husbzb-1-zwave": "ttyUSB0",
+        "zwave": "ttyUSB0",
+        "radios/nortek-husbzb-1-zigbee": "ttyUSB1",
+        "zigbee": "ttyUSB1",
+    }
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        "CP2102N USB to UART Bridge Controller",  # ESP32 boards; also the Aeotec Z-Stick 7
+        "CP2102 USB to UART Bridge Controller",
+        "Some Lidar",
+        None,
+    ],
+)
+def test_unknown_cp210x_device_gets_no_radio_names(
+    rules: list[list[Token]], product: str | None
+) -> None:
+    result = apply(rules, usb_tty("ttyUSB0", "10c4", "ea60", product))
+
+    assert result == Result()
+
+
+def test_rules_leave_other_devices_and_remove_events_alone(rules: list[list[Token]]) -> None:
+    serial_port = Device("ttyS0", "tty", chain=[{"type": "4"}])
+    # the USB device of a ZBDongle-P itself, not its tty
+    usb_parent = usb_tty("1-1", "10c4", "ea60", "Sonoff Zigbee 3.0 USB Dongle Plus")
+    usb_parent.subsystem = "usb"
+    removed = usb_tty("ttyUSB0", "10c4", "ea60", "Sonoff Zigbee 3.0 USB Dongle Plus")
+    removed.action = "remove"
+
+    for dev in (serial_port, usb_parent, removed):
+        assert apply(rules, dev) == Result(), dev.kernel
+
+
+def test_first_listed_stick_of_a_kind_owns_the_generic_link(rules: list[list[Token]]) -> None:
+    by_name = {s["name"]: s for s in sticks()}
+    conbee = stick_device(by_name["conbee-ii"], "ttyACM0")
+    sonoff = stick_device(by_name["sonoff-zbdongle-p"], "ttyUSB0")
+    order = [s["name"] for s in sticks()]
+    assert order.index("sonoff-zbdongle-p") < order.index("conbee-ii")
+
+    for devices in ((conbee, sonoff), (sonoff, conbee)):  # plug order does not matter
+        links = plug(rules, *devices)
+        assert links["zigbee"] == "ttyUSB0"
+        assert links["radios/sonoff-zbdongle-p"] == "ttyUSB0"
+        assert links["radios/conbee-ii"] == "ttyACM0"
+
+
+def test_extra_stick_pinned_by_serial_is_added_and_preferred() -> None:
+    z_stick_7 = {
+        "name": "aeotec-z-stick-7",
+        "description": "Aeotec Z-Stick 7 in this house",
+        "kind": "zwave",
+        "vendor_id": "10c4",
+        "product_id": "ea60",
+        "product": "CP2102N USB to UART Bridge Controller",
+        "serial": "40807fee5284e911a58b4992d6f3a178",
+    }
+    rules = parse(render(radios__extra_sticks=[z_stick_7]))
+    stick = usb_tty("ttyUSB0", "10c4", "ea60", z_stick_7["product"], serial=z_stick_7["serial"])
+    esp32 = usb_tty("ttyUSB1", "10c4", "ea60", z_stick_7["product"], serial="0001")
+    gen5 = usb_tty("ttyACM0", "0658", "0200")
+
+    assert apply(rules, stick).symlinks == {"radios/aeotec-z-stick-7", "zwave"}
+    assert apply(rules, esp32) == Result()
+    assert plug(rules, stick, esp32, gen5)["zwave"] == "ttyUSB0"
+
+
+def test_device_matching_two_entries_keeps_its_most_preferred_priority() -> None:
+    pinned = {
+        "name": "zigbee-upstairs",
+        "description": "The ZBDongle-P upstairs",
+        "kind": "zigbee",
+        "vendor_id": "10c4",
+        "product_id": "ea60",
+        "product": "Sonoff Zigbee 3.0 USB Dongle Plus",
+        "serial": "4c014405c5e7ec118ee67860e89bdf6f",
+    }
+    rules = parse(render(radios__extra_sticks=[pinned]))
+    upstairs = usb_tty("ttyUSB0", "10c4", "ea60", pinned["product"], serial=pinned["serial"])
+    other = usb_tty("ttyUSB1", "10c4", "ea60", "Sonoff Zigbee 3.0 USB Dongle Plus V2")
+
+    links = plug(rules, upstairs, other)
+
+    assert apply(rules, upstairs).symlinks == {
+        "radios/zigbee-upstairs",
+        "radios/sonoff-zbdongle-p",
+        "zigbee",
+    }
+    assert links["zigbee"] == "ttyUSB0"
+
+
+def test_rendered_file_is_marked_managed_and_every_line_is_understood() -> None:
+    text = render()
+
+    assert text.startswith("#\n# Ansible managed\n#\n")
+    rules = parse(text)  # raises on syntax the matcher does not model
+    names = {t.value for rule in rules for t in rule if t.key == "SYMLINK"}
+    assert "radios/aeotec-z-stick-7" not in names  # disabled: generic product string
+
+
+def test_stick_list_is_well_formed_and_documented() -> None:
+    entries = defaults()["radios__sticks"]
+    doc = (REPO / "docs" / "radios.md").read_text()
+    seen: dict[tuple[str, str, str | None, str | None], str] = {}
+    kinds: dict[str, str] = {}
+    for s in entries:
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", s["name"]), s
+        assert s["kind"] in ("zigbee", "zwave"), s
+        for id_key in ("vendor_id", "product_id"):
+            assert isinstance(s[id_key], str) and re.fullmatch(r"[0-9a-f]{4}", s[id_key]), s
+        match = (s["vendor_id"], s["product_id"], s.get("product"), s.get("interface"))
+        assert match not in seen, f"{s['name']} matches the same devices as {seen[match]}"
+        seen[match] = s["name"]
+        assert kinds.setdefault(s["name"], s["kind"]) == s["kind"], s
+        assert f"`{s['name']}`" in doc, f"{s['name']} is missing from docs/radios.md"
