@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from . import hass
@@ -37,9 +38,9 @@ def _errors_to_exit(fn: F) -> F:
         except SmartOSError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            console.print(f"[bold red]error:[/] {exc.message}")
+            console.print(f"[bold red]error:[/] {escape(exc.message)}")
             if exc.hint:
-                console.print(f"[yellow]hint:[/] {exc.hint}")
+                console.print(f"[yellow]hint:[/] {escape(exc.hint)}")
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: nothing was left mounted or half-written")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -149,30 +150,43 @@ class _Wheel:
         return json.loads(self.text(name)) if name in self.names else None
 
 
-def _literal_sets(source: str) -> dict[str, Any]:
-    """Module-level NAME = {...} / (...) / {"k": (...)} literals of strings."""
-    found: dict[str, Any] = {}
-    for node in ast.parse(source).body:
-        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
-        value = getattr(node, "value", None)
-        if not isinstance(target, ast.Name) or value is None:
-            continue
-        try:
-            found[target.id] = ast.literal_eval(value)
-        except ValueError:
-            continue
-    return found
+def _literal(source: str, name: str) -> Any:
+    """The value of a module-level `NAME = <literal>` (or `NAME: T = ...`), or None.
+
+    Read without parsing the whole module: Home Assistant uses syntax newer than the host's Python.
+    """
+    m = re.search(rf"^{name}(?:\s*:[^=\n]+)?\s*=\s*", source, re.MULTILINE)
+    if not m:
+        return None
+    start = m.end()
+    opening = source[start]
+    closing = {"{": "}", "(": ")", "[": "]"}.get(opening)
+    if closing is None:
+        return None
+    depth = 0
+    for pos in range(start, len(source)):
+        ch = source[pos]
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+            if depth == 0:
+                try:
+                    return ast.literal_eval(source[start:pos + 1])
+                except (ValueError, SyntaxError):
+                    return None
+    return None
 
 
 def derive(wheel_path: Path, version: str, seeds: tuple[str, ...] = SEED_INTEGRATIONS) -> Requirements:
     """The integration closure and its requirements, as Home Assistant would install them."""
     wheel = _Wheel(wheel_path)
-    boot = _literal_sets(wheel.text("homeassistant/bootstrap.py"))
-    loader = _literal_sets(wheel.text("homeassistant/requirements.py"))
-    discovery: dict[str, tuple[str, ...]] = loader.get("DISCOVERY_INTEGRATIONS", {})
+    boot = wheel.text("homeassistant/bootstrap.py")
+    discovery: dict[str, tuple[str, ...]] = _literal(
+        wheel.text("homeassistant/requirements.py"), "DISCOVERY_INTEGRATIONS") or {}
     todo = list(seeds)
     for name in BOOTSTRAP_SETS:
-        todo += list(boot.get(name, ()))
+        todo += list(_literal(boot, name) or ())
     if not todo or not discovery:
         raise SmartOSError(f"homeassistant {version}: its bootstrap or requirements loader "
                            "changed shape; SmartOS cannot derive the offline package set")
@@ -189,6 +203,12 @@ def derive(wheel_path: Path, version: str, seeds: tuple[str, ...] = SEED_INTEGRA
         reqs.update(manifest.get("requirements", []))
         todo += manifest.get("dependencies", []) + manifest.get("after_dependencies", [])
         todo += [d for d, keys in discovery.items() if any(k in manifest for k in keys)]
+    # Auth modules (TOTP) load on every start and check_config runs from smartosctl: their
+    # REQUIREMENTS are module-level literals, installed on demand just like an integration's.
+    for name in sorted(wheel.names):
+        if name.startswith("homeassistant/auth/") and name.endswith(".py") or \
+                name == "homeassistant/scripts/check_config.py":
+            reqs.update(_literal(wheel.text(name), "REQUIREMENTS") or ())
     constraints = wheel.text("homeassistant/package_constraints.txt")
     return Requirements(version, constraints, tuple(sorted(seen)),
                         (f"homeassistant=={version}", *sorted(reqs, key=str.lower)))

@@ -44,8 +44,13 @@ def run(
     Without capture, output goes to logfile (appended) so the console shows only progress.
     """
     argv = [str(c) for c in cmd]
+    if "/" not in argv[0]:
+        argv[0] = which(argv[0]) or argv[0]
+    if not Path(argv[0]).exists():
+        raise SmartOSError(f"{argv[0]} is not installed", hint="run the build as root once: it "
+                           "installs the host tools it needs (or see README, host requirements)")
     log.debug("$ %s", shlex.join(argv))
-    stdin = subprocess.PIPE if input_text is not None else subprocess.DEVNULL
+    stdin = None if input_text is not None else subprocess.DEVNULL
     if capture or logfile is None:
         proc = subprocess.run(
             argv, cwd=cwd, env=_env(env, inherit_env), stdin=stdin, input=input_text,
@@ -81,7 +86,9 @@ def _tail_of(path: Path, size: int = 16384) -> str:
 
 
 def which(name: str) -> str | None:
-    """The path of a program on PATH (or in sbin, which root's PATH may lack), or None."""
+    """The path of a program on PATH, beside this Python (the builder's venv), or in sbin."""
+    import sys
     from shutil import which as _which
 
-    return _which(name) or _which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    extra = f"{Path(sys.executable).parent}:/usr/sbin:/sbin:/usr/bin:/bin"
+    return _which(name) or _which(name, path=extra)

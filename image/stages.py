@@ -24,7 +24,7 @@ from .run import run
 
 VENV = "/opt/smartos/venv"
 DATA_MOUNT = "/data"
-HA_USER_UID = 990  # fixed so the data partition's ownership is known at build time
+HA_USER_UID = 8123  # fixed so the data partition's ownership is known at build time
 BUILDER_PACKAGES = ("python3-venv", "python3-dev", "gcc", "g++", "make", "pkg-config",
                     "ca-certificates", "libffi-dev", "libssl-dev")
 

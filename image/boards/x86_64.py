@@ -7,6 +7,7 @@ have been counted; `rauc status mark-good` resets the count.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..layout import ROOT_A, ROOT_B, Layout
@@ -50,7 +51,7 @@ for s in $ORDER; do
     if [ -z "$slot" ]; then
         if [ "$s" = "A" ]; then ok=$A_OK; try=$A_TRY; fi
         if [ "$s" = "B" ]; then ok=$B_OK; try=$B_TRY; fi
-        if [ "$ok" = "1" -a "$try" -lt {max_tries} ]; then slot=$s; fi
+        if [ "$ok" = "1" -a "$try" -lt @MAX_TRIES@ ]; then slot=$s; fi
     fi
 done
 
@@ -63,23 +64,27 @@ if [ -z "$slot" ]; then
 fi
 if [ "$slot" = "A" ]; then default=0; else default=1; fi
 
-menuentry "SmartOS slot A (ok=$A_OK tries=$A_TRY)" {{
-    set root="($disk,gpt{a_num})"
-    linux /vmlinuz root=PARTUUID={a_uuid} {cmdline} rauc.slot=A
+menuentry "SmartOS slot A (ok=$A_OK tries=$A_TRY)" {
+    set root="($disk,gpt@A_NUM@)"
+    linux /vmlinuz root=PARTUUID=@A_UUID@ @CMDLINE@ rauc.slot=A
     initrd /initrd.img
-}}
-menuentry "SmartOS slot B (ok=$B_OK tries=$B_TRY)" {{
-    set root="($disk,gpt{b_num})"
-    linux /vmlinuz root=PARTUUID={b_uuid} {cmdline} rauc.slot=B
+}
+menuentry "SmartOS slot B (ok=$B_OK tries=$B_TRY)" {
+    set root="($disk,gpt@B_NUM@)"
+    linux /vmlinuz root=PARTUUID=@B_UUID@ @CMDLINE@ rauc.slot=B
     initrd /initrd.img
-}}
+}
 """
 
 
 def grub_cfg(layout: Layout) -> str:
     a, b = layout.by_name(ROOT_A), layout.by_name(ROOT_B)
-    return GRUB_CFG.format(a_num=a.number, b_num=b.number, a_uuid=a.uuid, b_uuid=b.uuid,
-                           cmdline=CMDLINE, max_tries=MAX_TRIES)
+    values = {"A_NUM": a.number, "B_NUM": b.number, "A_UUID": a.uuid, "B_UUID": b.uuid,
+              "CMDLINE": CMDLINE, "MAX_TRIES": MAX_TRIES}
+    cfg = GRUB_CFG
+    for key, value in values.items():
+        cfg = cfg.replace(f"@{key}@", str(value))
+    return cfg
 
 
 def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
@@ -98,11 +103,15 @@ def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
 
 
 def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path) -> list[str]:
-    accel = "kvm:tcg" if Path("/dev/kvm").exists() else "tcg"
+    # TCG unless asked: on some hosts /dev/kvm opens but KVM fails mid-boot, which no quick probe
+    # catches. SMARTOS_ACCEL=kvm opts in (QEMU still falls back to TCG if KVM cannot start).
+    accel = ["-accel", "tcg"]
+    if os.environ.get("SMARTOS_ACCEL") == "kvm":
+        accel = ["-accel", "kvm", "-accel", "tcg"]
     net = f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{ssh_port}-:22," \
           f"hostfwd=tcp:127.0.0.1:{http_port}-:8123"
     if restrict:
         net += ",restrict=on"
-    return [QEMU_BINARY, "-machine", "q35", "-accel", accel, "-smp", "2", "-m", "2048",
+    return [QEMU_BINARY, "-machine", "q35", *accel, "-smp", "2", "-m", "2048",
             "-bios", str(OVMF), "-drive", f"file={image},format=qcow2,if=virtio",
             "-nic", net]
