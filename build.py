@@ -19,7 +19,9 @@ def _bootstrap() -> None:
     py = VENV / "bin" / "python"
     stamp = VENV / ".smartos-installed"
     pyproject = REPO / "pyproject.toml"
-    if not py.exists() or not stamp.exists() or stamp.read_text() != pyproject.read_text():
+    # Reinstall when the project's dependencies or this checkout's location changed.
+    wanted = f"{REPO}\n{pyproject.read_text()}"
+    if not py.exists() or not stamp.exists() or stamp.read_text() != wanted:
         if subprocess.call([sys.executable, "-c", "import ensurepip, venv"]) != 0:
             if os.geteuid() == 0:
                 subprocess.check_call(["apt-get", "install", "-y", "-q", "python3-venv"])
@@ -28,14 +30,22 @@ def _bootstrap() -> None:
         print(f"setting up the builder's Python environment in {VENV} ...", file=sys.stderr)
         subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
         subprocess.check_call([str(py), "-m", "pip", "install", "-q", "-e", f"{REPO}[test]"])
-        stamp.write_text(pyproject.read_text())
+        stamp.write_text(wanted)
     os.environ["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     os.execv(str(py), [str(py), str(REPO / "build.py"), *sys.argv[1:]])
+
+
+def _test(args: list[str]) -> None:
+    """`./build.py test [pytest args]`: the whole test suite (unit, image build, QEMU boot)."""
+    os.chdir(REPO)
+    os.execv(sys.executable, [sys.executable, "-m", "pytest", *args])
 
 
 if __name__ == "__main__":
     if Path(sys.prefix).resolve() != VENV.resolve():
         _bootstrap()
+    if sys.argv[1:2] == ["test"]:
+        _test(sys.argv[2:])
     from smartos_image.cli import main
 
     main()

@@ -112,7 +112,11 @@ def _err(source: str, key: str, expected: str, got: Any) -> SmartOSError:
     return SmartOSError(f"{source}: {key}: expected {expected}, got {got!r}")
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any], source: str, prefix: str = "") -> None:
+Origins = dict[str, str]  # dotted key -> where its value came from (a file, --set ..., defaults)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], source: str, origins: Origins,
+           prefix: str = "") -> None:
     for key, value in over.items():
         dotted = f"{prefix}{key}"
         if key not in base:
@@ -121,12 +125,13 @@ def _merge(base: dict[str, Any], over: dict[str, Any], source: str, prefix: str 
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise _err(source, dotted, "a mapping", value)
-            _merge(base[key], value, source, f"{dotted}.")
+            _merge(base[key], value, source, origins, f"{dotted}.")
         else:
             base[key] = value
+            origins[dotted] = source
 
 
-def _set_override(tree: dict[str, Any], assignment: str) -> dict[str, Any]:
+def _set_override(assignment: str) -> dict[str, Any]:
     """Turn `a.b=value` into {'a': {'b': value}}, parsing value as YAML (so lists and numbers work)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
@@ -156,10 +161,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+def _convert(tp: Any, value: Any, origins: Origins, key: str) -> Any:
     origin = typing.get_origin(tp)
+    source = origins.get(key, "defaults")
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, source, f"{key}.")
+        return _build(tp, value, origins, f"{key}.")
     if isinstance(tp, type) and issubclass(tp, StrEnum):
         choices = ", ".join(m.value for m in tp)
         if not isinstance(value, str) or value not in {m.value for m in tp}:
@@ -189,13 +195,13 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - schema bug
 
 
-def _build(cls: Any, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+def _build(cls: Any, data: dict[str, Any], origins: Origins, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls, vars(types) | globals())
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name == "source":
             continue
-        kwargs[f.name] = _convert(hints[f.name], data[f.name], source, f"{prefix}{f.name}")
+        kwargs[f.name] = _convert(hints[f.name], data[f.name], origins, f"{prefix}{f.name}")
     return cls(**kwargs)
 
 
@@ -207,18 +213,19 @@ def load_config(
 ) -> Config:
     """Defaults, then the user file, then --set overrides and --board; validated as a whole."""
     tree = _read_yaml(DEFAULTS_FILE)
+    origins: Origins = {}
     source = "defaults"
     if path is not None:
         source = str(path)
-        _merge(tree, _read_yaml(path), source)
+        _merge(tree, _read_yaml(path), source, origins)
     for assignment in overrides:
-        _merge(tree, _set_override(tree, assignment), f"--set {assignment}")
+        _merge(tree, _set_override(assignment), f"--set {assignment}", origins)
     if board is not None:
-        _merge(tree, {"board": board}, "--board")
+        _merge(tree, {"board": board}, "--board", origins)
     base_dir = path.parent if path is not None else Path.cwd()
-    cfg = _build(Config, tree, source)
+    cfg = _build(Config, tree, origins)
     cfg = _resolve_paths(cfg, base_dir)
-    _validate(cfg)
+    _validate(cfg, origins)
     return dataclasses.replace(cfg, source=source)
 
 
@@ -238,39 +245,41 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
     )
 
 
-def _validate(cfg: Config) -> None:
-    src = cfg.source if cfg.source != "defaults" else "config"
+def _validate(cfg: Config, origins: Origins) -> None:
+    def src(key: str) -> str:
+        return origins.get(key, "defaults")
+
     if not HOSTNAME_RE.match(cfg.hostname):
-        raise _err(src, "hostname", "a DNS label: 1-63 of a-z, 0-9 and '-', not starting or "
+        raise _err(src("hostname"), "hostname", "a DNS label: 1-63 of a-z, 0-9 and '-', not starting or "
                    "ending with '-'", cfg.hostname)
     if not USER_RE.match(cfg.admin.user) or cfg.admin.user == "root":
-        raise _err(src, "admin.user", "a lower-case login name other than root", cfg.admin.user)
+        raise _err(src("admin.user"), "admin.user", "a lower-case login name other than root", cfg.admin.user)
     if not VERSION_RE.match(cfg.version):
-        raise _err(src, "version", "a version such as 1.2.0 (starting with a digit)", cfg.version)
+        raise _err(src("version"), "version", "a version such as 1.2.0 (starting with a digit)", cfg.version)
     if not HA_VERSION_RE.match(cfg.homeassistant.version):
-        raise _err(src, "homeassistant.version", "'latest' or a release such as 2026.2.3",
+        raise _err(src("homeassistant.version"), "homeassistant.version", "'latest' or a release such as 2026.2.3",
                    cfg.homeassistant.version)
     if not re.match(r"^https?://[^\s/]+", cfg.debian.mirror):
-        raise _err(src, "debian.mirror", "an http:// or https:// URL", cfg.debian.mirror)
+        raise _err(src("debian.mirror"), "debian.mirror", "an http:// or https:// URL", cfg.debian.mirror)
     if not Path("/usr/share/zoneinfo", cfg.timezone).is_file() and cfg.timezone != "Etc/UTC":
-        raise _err(src, "timezone", "a tz database name such as Europe/Berlin", cfg.timezone)
+        raise _err(src("timezone"), "timezone", "a tz database name such as Europe/Berlin", cfg.timezone)
     if not re.match(r"^(C|[a-z]{2,3}_[A-Z]{2})\.UTF-8$", cfg.locale):
-        raise _err(src, "locale", "C.UTF-8 or a UTF-8 locale such as en_US.UTF-8", cfg.locale)
+        raise _err(src("locale"), "locale", "C.UTF-8 or a UTF-8 locale such as en_US.UTF-8", cfg.locale)
     for pkg in cfg.extra_packages:
         if not PACKAGE_RE.match(pkg):
-            raise _err(src, "extra_packages", "Debian package names", pkg)
+            raise _err(src("extra_packages"), "extra_packages", "Debian package names", pkg)
     for name, minimum in MIN_SIZES.items():
         size = getattr(cfg.partitions, name)
         if size < minimum:
-            raise _err(src, f"partitions.{name}", f"at least {minimum}MiB", f"{size}MiB")
+            raise _err(src(f"partitions.{name}"), f"partitions.{name}", f"at least {minimum}MiB", f"{size}MiB")
     for i, key in enumerate(cfg.admin.ssh_keys):
         if not SSH_KEY_RE.match(key.strip()):
-            raise _err(src, f"admin.ssh_keys[{i}]", "an OpenSSH public key line "
+            raise _err(src("admin.ssh_keys"), f"admin.ssh_keys[{i}]", "an OpenSSH public key line "
                        "(ssh-ed25519 AAAA...)", key[:40])
     for name in cfg.admin.ssh_key_files:
         p = Path(name)
         if not p.is_file():
-            raise _err(src, "admin.ssh_key_files", "a readable public key file", name)
+            raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files", "a readable public key file", name)
         for line in filter(None, (ln.strip() for ln in p.read_text().splitlines())):
             if not SSH_KEY_RE.match(line):
-                raise _err(src, "admin.ssh_key_files", f"OpenSSH public keys in {name}", line[:40])
+                raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files", f"OpenSSH public keys in {name}", line[:40])

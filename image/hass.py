@@ -34,6 +34,10 @@ PYPI = os.environ.get("SMARTOS_PYPI_URL", "https://pypi.org").rstrip("/")
 
 # What SmartOS promises works with no internet on first start, beyond Home Assistant's defaults.
 SEED_INTEGRATIONS = ("default_config", "onboarding", "zha", "zwave_js")
+# Not Home Assistant requirements, but what the appliance needs beside them: a static ffmpeg
+# binary (imageio-ffmpeg's wheel, for x86-64 and aarch64) for camera streams and TTS audio,
+# instead of Debian's ffmpeg, which brings about 350 MB of libraries (Mesa, LLVM, SDL).
+APPLIANCE_EXTRAS = ("imageio-ffmpeg",)
 BOOTSTRAP_SETS = ("CORE_INTEGRATIONS", "LOGGING_AND_HTTP_DEPS_INTEGRATIONS",
                   "FRONTEND_INTEGRATIONS", "DEFAULT_INTEGRATIONS", "DISCOVERY_INTEGRATIONS")
 
@@ -211,4 +215,5 @@ def derive(wheel_path: Path, version: str, seeds: tuple[str, ...] = SEED_INTEGRA
             reqs.update(_literal(wheel.text(name), "REQUIREMENTS") or ())
     constraints = wheel.text("homeassistant/package_constraints.txt")
     return Requirements(version, constraints, tuple(sorted(seen)),
-                        (f"homeassistant=={version}", *sorted(reqs, key=str.lower)))
+                        (f"homeassistant=={version}", *sorted(reqs, key=str.lower),
+                         *APPLIANCE_EXTRAS))

@@ -27,6 +27,8 @@ TOOLS = {
     "bmaptool": "bmap-tools",
     "qemu-img": "qemu-utils",
     "systemctl": "systemd",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
 }
 BOARD_TOOLS: dict[Board, dict[str, str]] = {
     Board.X86_64: {"qemu-system-x86_64": "qemu-system-x86", "/usr/share/ovmf/OVMF.fd": "ovmf"},

@@ -246,6 +246,12 @@ def install_homeassistant(ctx: Context) -> None:
         # roles/homeassistant and overlays/.../prepare-data); this puts them on sys.path.
         site = next((target / "lib").glob("python3*/site-packages"))
         (site / "smartos-runtime-deps.pth").write_text("/data/python-deps/current\n")
+        ffmpeg = next(site.glob("imageio_ffmpeg/binaries/ffmpeg-*"), None)
+        if ffmpeg is None:
+            raise SmartOSError("the venv has no ffmpeg binary (imageio-ffmpeg)")
+        link = ctx.rootfs / "usr/local/bin/ffmpeg"
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path("/") / ffmpeg.relative_to(ctx.rootfs))
         (ctx.rootfs / "etc/smartos").mkdir(parents=True, exist_ok=True)
         (ctx.rootfs / "etc/smartos/venv-id").write_text(key + "\n")
 

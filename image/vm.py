@@ -53,6 +53,7 @@ class Machine:
     ssh_port: int = 2222
     http_port: int = 8123
     restrict: bool = True  # no route to the internet: only the host forwards
+    disk_size: str = ""  # e.g. "8G": a bigger virtual disk than the image, as on a real SD card
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -63,7 +64,8 @@ class Machine:
         disk = self.workdir / "disk.qcow2"
         if not disk.exists():
             run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-                 "-b", raw_image(self.image, self.workdir).resolve(), disk])
+                 "-b", raw_image(self.image, self.workdir).resolve(), disk,
+                 *([self.disk_size] if self.disk_size else [])])
         return disk
 
     def command(self) -> list[str]:

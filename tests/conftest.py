@@ -1,0 +1,86 @@
+"""Shared fixtures: a built image and a booted VM, made once per test session.
+
+Set SMARTOS_TEST_IMAGE=path/to/smartos-*.img to test an existing image instead of building one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "out" / "test"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smartos"
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("building and booting images needs root (chroot, mounts)")
+
+
+@pytest.fixture(scope="session")
+def ssh_key() -> Path:
+    """A throwaway key made on this machine (never in the repository), reused across runs so the
+    image build's role cache stays valid."""
+    key = cache_dir() / "test-key" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "smartos-test",
+                        "-f", str(key)], check=True)
+    return key
+
+
+def smartos(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    cli = Path(sys.executable).parent / "smartos"
+    return subprocess.run([str(cli), *args], text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="session")
+def built_image(ssh_key: Path) -> Path:
+    if os.environ.get("SMARTOS_TEST_IMAGE"):
+        return Path(os.environ["SMARTOS_TEST_IMAGE"])
+    needs_root()
+    result = smartos("--set", f"admin.ssh_key_files=[{ssh_key}.pub]", "--set", f"output_dir={OUT}",
+                     "--set", "compress=false", "--set", "hostname=smartos-test", "build")
+    assert result.returncode == 0, result.stdout + result.stderr
+    images = list(OUT.glob("smartos-*-x86-64.img"))
+    assert len(images) == 1, images
+    return images[0]
+
+
+@pytest.fixture(scope="session")
+def vm(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    needs_root()
+    from smartos_image.vm import Machine
+
+    machine = Machine(built_image, tmp_path_factory.mktemp("vm"), ssh_port=2222, http_port=8123,
+                      restrict=True, disk_size="8G")
+    machine.start()
+    try:
+        machine.wait_for_port(2222, 420)
+        yield machine
+    finally:
+        machine.stop()
+
+
+@pytest.fixture(scope="session")
+def host(vm: object, ssh_key: Path) -> object:
+    import testinfra
+
+    return testinfra.get_host(
+        "ssh://admin@127.0.0.1:2222", ssh_identity_file=str(ssh_key),
+        ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+
+
+@pytest.fixture(scope="session")
+def ha_ready(vm: object) -> float:
+    """Seconds until Home Assistant answered 200 (TCG is slow: a generous limit)."""
+    return vm.wait_for_http("http://127.0.0.1:8123/manifest.json", 900)  # type: ignore[attr-defined]

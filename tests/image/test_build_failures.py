@@ -1,0 +1,56 @@
+"""A failed or interrupted build leaves nothing under a final name and nothing mounted."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cache_dir, needs_root, smartos
+
+pytestmark = pytest.mark.image
+
+
+def mounts_below(path: Path) -> list[str]:
+    with open("/proc/self/mounts") as fh:
+        return [ln.split()[1] for ln in fh if ln.split()[1].startswith(str(path))]
+
+
+def test_unreachable_mirror_is_named_and_leaves_no_image(tmp_path: Path) -> None:
+    needs_root()
+    result = smartos("--set", "debian.mirror=http://127.0.0.1:9/debian",
+                     "--set", f"output_dir={tmp_path}", "build")
+    assert result.returncode == 2
+    assert "debian.mirror: cannot reach http://127.0.0.1:9/debian" in result.stderr
+    assert not list(tmp_path.glob("smartos-*"))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_interrupted_build_leaves_no_mounts_and_no_image(tmp_path: Path, ssh_key: Path) -> None:
+    """Ctrl-C in the middle of the roles stage, which runs with /proc, /sys, /dev mounted."""
+    needs_root()
+    cli = Path(sys.executable).parent / "smartos"
+    # A hostname no other test uses forces the roles stage to run (not come from the cache).
+    proc = subprocess.Popen([str(cli), "--set", f"output_dir={tmp_path}", "--set",
+                             f"hostname=interrupt-{os.getpid()}", "--set",
+                             f"admin.ssh_key_files=[{ssh_key}.pub]", "build"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    seen = ""
+    while time.monotonic() < deadline:
+        if mounts_below(cache_dir() / "configured"):
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    seen = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, seen
+    assert "interrupted" in seen
+    assert mounts_below(cache_dir()) == []
+    assert not list(tmp_path.glob("smartos-*"))
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,44 @@
+"""The same roles the image was built from, applied to the running box over ssh (inventory
+style, as a fleet admin would): a second run changes nothing."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vm
+REPO = Path(__file__).resolve().parents[2]
+
+
+def apply_roles(ssh_key: Path, tmp_path: Path) -> str:
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(
+        "[smartos]\nvm ansible_host=127.0.0.1 ansible_port=2222 ansible_user=admin "
+        f"ansible_ssh_private_key_file={ssh_key} "
+        "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n"
+        "[smartos:vars]\nansible_python_interpreter=/usr/bin/python3\n")
+    # What the image build passed, as a fleet's host_vars would.
+    extra = {"base__hostname": "smartos-test", "ssh__admin_user": "admin",
+             "ssh__authorized_keys": [Path(f"{ssh_key}.pub").read_text().strip()]}
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_PIPELINING="1", ANSIBLE_HOST_KEY_CHECKING="0")
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run([str(playbook), "-i", str(inventory), str(REPO / "roles/site.yml"),
+                             "-e", json.dumps(extra)], capture_output=True, text=True, env=env,
+                            timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def test_roles_apply_to_the_running_device_idempotently(host, ssh_key: Path, tmp_path: Path) -> None:
+    apply_roles(ssh_key, tmp_path)
+    second = apply_roles(ssh_key, tmp_path)
+    recap = re.search(r"^vm\s+:.*$", second, re.MULTILINE)
+    assert recap, second[-2000:]
+    assert "changed=0" in recap.group(0), recap.group(0)
+    assert "failed=0" in recap.group(0)
+    assert host.service("smartos.service").is_running
