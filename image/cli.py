@@ -25,7 +25,7 @@ from .config import Board, Config, load_config
 from .errors import SmartOSError
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 PYTHON_OF_SUITE = {"trixie": "3.13.5", "forky": "3.14.2"}  # for `check`, before any bootstrap
 
 
@@ -137,7 +137,8 @@ def vm(obj: dict[str, Any], image: Path | None, ssh_port: int, http_port: int, i
 
     cfg = _config(obj)
     image = image or find_image(cfg.output_dir)
-    workdir = Path(tempfile.mkdtemp(prefix="smartos-vm-", dir=cfg.cache_dir if cfg.cache_dir.exists() else None))
+    cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="smartos-vm-", dir=cfg.cache_dir))
     console.print(f"booting {image.name}: ssh -p {ssh_port} {cfg.admin.user}@127.0.0.1, "
                   f"http://127.0.0.1:{http_port}  (Ctrl-A X quits)")
     machine = Machine(image, workdir, ssh_port, http_port, restrict=not internet)

@@ -257,8 +257,8 @@ def _validate(cfg: Config, origins: Origins) -> None:
     if not VERSION_RE.match(cfg.version):
         raise _err(src("version"), "version", "a version such as 1.2.0 (starting with a digit)", cfg.version)
     if not HA_VERSION_RE.match(cfg.homeassistant.version):
-        raise _err(src("homeassistant.version"), "homeassistant.version", "'latest' or a release such as 2026.2.3",
-                   cfg.homeassistant.version)
+        raise _err(src("homeassistant.version"), "homeassistant.version",
+                   "'latest' or a release such as 2026.2.3", cfg.homeassistant.version)
     if not re.match(r"^https?://[^\s/]+", cfg.debian.mirror):
         raise _err(src("debian.mirror"), "debian.mirror", "an http:// or https:// URL", cfg.debian.mirror)
     if not Path("/usr/share/zoneinfo", cfg.timezone).is_file() and cfg.timezone != "Etc/UTC":
@@ -271,7 +271,8 @@ def _validate(cfg: Config, origins: Origins) -> None:
     for name, minimum in MIN_SIZES.items():
         size = getattr(cfg.partitions, name)
         if size < minimum:
-            raise _err(src(f"partitions.{name}"), f"partitions.{name}", f"at least {minimum}MiB", f"{size}MiB")
+            raise _err(src(f"partitions.{name}"), f"partitions.{name}", f"at least {minimum}MiB",
+                       f"{size}MiB")
     for i, key in enumerate(cfg.admin.ssh_keys):
         if not SSH_KEY_RE.match(key.strip()):
             raise _err(src("admin.ssh_keys"), f"admin.ssh_keys[{i}]", "an OpenSSH public key line "
@@ -282,4 +283,5 @@ def _validate(cfg: Config, origins: Origins) -> None:
             raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files", "a readable public key file", name)
         for line in filter(None, (ln.strip() for ln in p.read_text().splitlines())):
             if not SSH_KEY_RE.match(line):
-                raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files", f"OpenSSH public keys in {name}", line[:40])
+                raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files",
+                           f"OpenSSH public keys in {name}", line[:40])

@@ -8,7 +8,6 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 
 from rich.console import Console

@@ -54,7 +54,7 @@ def run(
     if capture or logfile is None:
         proc = subprocess.run(
             argv, cwd=cwd, env=_env(env, inherit_env), stdin=stdin, input=input_text,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False,
+            capture_output=True, text=True, check=False,
         )
         output = (proc.stdout or "") + (proc.stderr or "")
         if logfile is not None:

@@ -53,6 +53,11 @@ def check_host(ctx: Context) -> None:
         host.ensure_space(ctx.cache, ctx.out, need_gib=12)
 
 
+def _deb_cache(ctx: Context) -> Path:
+    """Downloaded .deb files, shared by every build of the same suite and architecture."""
+    return ctx.cache / "debs" / f"{ctx.config.debian.suite}-{board_module(ctx.config.board).ARCH}"
+
+
 def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path) -> None:
     board = board_module(ctx.config.board)
     cfg = ctx.config
@@ -85,7 +90,7 @@ def bootstrap(ctx: Context) -> None:
             host.check_mirror(cfg.debian.mirror, cfg.debian.suite.value)
             tmp = entry.begin()
             shutil.rmtree(tmp)
-            _mmdebstrap(ctx, tmp, packages, ctx.cache / "debs" / f"{cfg.debian.suite}-{board.ARCH}")
+            _mmdebstrap(ctx, tmp, packages, _deb_cache(ctx))
             entry.publish()
             entry.prune_others()
         ctx.python_version = _python_version(entry.path)
@@ -146,7 +151,7 @@ def apply_roles(ctx: Context) -> None:
             _cp_tree(ctx.facts["bootstrap_dir"], tmp)
             varfile = ctx.workdir / "ansible-vars.json"
             varfile.write_text(json.dumps(variables))
-            deb_cache = ctx.cache / "debs" / f"{ctx.config.debian.suite}-{board_module(ctx.config.board).ARCH}"
+            deb_cache = _deb_cache(ctx)
             with mounted(tmp, binds=[(deb_cache, "/var/cache/apt/archives")]):
                 run(ansible_command(ctx, f"{tmp},", varfile, "-c", "community.general.chroot"),
                     env=_ansible_env(ctx), logfile=ctx.logfile)
@@ -205,7 +210,7 @@ def _builder_root(ctx: Context) -> Path:
         ctx.note("bootstrapping the venv builder (once per suite)")
         tmp = entry.begin()
         shutil.rmtree(tmp)
-        _mmdebstrap(ctx, tmp, list(BUILDER_PACKAGES), ctx.cache / "debs" / f"{cfg.debian.suite}-{board.ARCH}")
+        _mmdebstrap(ctx, tmp, list(BUILDER_PACKAGES), _deb_cache(ctx))
         entry.publish()
     builder_py = _python_version(entry.path)
     if builder_py != ctx.python_version:

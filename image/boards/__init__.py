@@ -6,8 +6,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
-from ..config import Board
-from ..layout import Layout
+from smartos_image.config import Board
+from smartos_image.layout import Layout
 
 
 class BoardModule(Protocol):
@@ -26,4 +26,4 @@ def board_module(board: Board) -> BoardModule:
     from . import x86_64
 
     modules: dict[Board, ModuleType] = {Board.X86_64: x86_64}
-    return modules[board]  # type: ignore[return-value]
+    return modules[board]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..layout import ROOT_A, ROOT_B, Layout
-from ..run import run
+from smartos_image.layout import ROOT_A, ROOT_B, Layout
+from smartos_image.run import run
 
 ARCH = "amd64"
 COMPONENTS = ("main",)

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from smartos_image.config import Board, Suite, load_config
 from smartos_image.errors import SmartOSError
 

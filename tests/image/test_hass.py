@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from smartos_image import hass
 from smartos_image.errors import SmartOSError
 

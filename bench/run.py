@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""SmartOS benchmarks: build times, image sizes and boot times on this machine.
+
+    sudo ~/.cache/smartos/venv/bin/python bench/run.py [--skip-cold] [--skip-boot]
+
+Prints one figure a line (and a JSON summary at the end) for docs/benchmarks.md:
+  cold build   caches of built trees (bootstrap, roles, venv, builder) removed; the download
+               caches (.deb files, uv's wheel cache, the Home Assistant wheel) kept
+  rebuild      again, after changing one overlay file (only the later stages redo work)
+  release      the same with compression: .img.xz, .bmap, checksums
+  boot         QEMU (TCG) from power-on to an ssh banner and to Home Assistant's HTTP 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smartos"
+OUT = REPO / "out" / "bench"
+BUILT_TREES = ("bootstrap", "configured", "venv", "builder")
+
+
+def smartos(*args: str) -> float:
+    key = CACHE / "test-key" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    cli = Path(sys.executable).parent / "smartos"
+    start = time.monotonic()
+    subprocess.run([str(cli), "--set", f"output_dir={OUT}", "--set",
+                    f"admin.ssh_key_files=[{key}.pub]", *args, "build"], check=True)
+    return time.monotonic() - start
+
+
+def mib(path: Path) -> float:
+    return round(path.stat().st_size / 2**20, 1)
+
+
+def used_mib(path: Path) -> float:
+    return round(path.stat().st_blocks * 512 / 2**20, 1)
+
+
+def boot(image: Path) -> dict[str, float]:
+    sys.path.insert(0, str(REPO))
+    from smartos_image.vm import Machine
+
+    with tempfile.TemporaryDirectory(prefix="smartos-bench-") as tmp:
+        m = Machine(image, Path(tmp), ssh_port=2322, http_port=8223)
+        start = time.monotonic()
+        m.start()
+        try:
+            m.wait_for_port(2322, 600)
+            ssh = time.monotonic() - start
+            m.wait_for_http("http://127.0.0.1:8223/manifest.json", 900)
+            ha = time.monotonic() - start
+        finally:
+            m.stop()
+    return {"boot_to_ssh_s": round(ssh, 1), "boot_to_ha_http_200_s": round(ha, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--skip-boot", action="store_true")
+    args = ap.parse_args()
+    figures: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
+        f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**30} GiB"}
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    if not args.skip_cold:
+        for kind in BUILT_TREES:
+            shutil.rmtree(CACHE / kind, ignore_errors=True)
+        figures["cold_build_s"] = round(smartos("--set", "compress=false"), 1)
+        print(f"cold build (warm download cache): {figures['cold_build_s']} s", flush=True)
+    marker = REPO / "overlays" / "common" / "etc" / "smartos-bench-marker"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{time.time()}\n")
+    try:
+        figures["rebuild_one_overlay_change_s"] = round(smartos("--set", "compress=false"), 1)
+    finally:
+        marker.unlink()
+    print(f"rebuild after one overlay change: {figures['rebuild_one_overlay_change_s']} s", flush=True)
+    raw = next(OUT.glob("smartos-*.img"))
+    figures["raw_image_mib"] = mib(raw)
+    figures["raw_image_allocated_mib"] = used_mib(raw)
+    if not args.skip_boot:
+        figures.update(boot(raw))
+        print(f"boot: ssh after {figures['boot_to_ssh_s']} s, Home Assistant 200 after "
+              f"{figures['boot_to_ha_http_200_s']} s", flush=True)
+    figures["release_build_s"] = round(smartos("--set", "compress=true"), 1)
+    xz = next(OUT.glob("smartos-*.img.xz"))
+    figures["img_xz_mib"] = mib(xz)
+    print(f"release build (with xz): {figures['release_build_s']} s, .img.xz {figures['img_xz_mib']} MiB")
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
