@@ -159,7 +159,22 @@ def apply_roles(ctx: Context) -> None:
                 leftover.unlink()
             entry.publish()
             entry.prune_others()
-        _cp_tree(entry.path, ctx.rootfs)
+        _materialize(ctx, entry.path)
+
+
+def _materialize(ctx: Context, configured: Path) -> None:
+    """The image's root tree: an overlay over the cached configured tree, so later stages write
+    only what they change and the cache stays untouched (a plain copy where overlayfs fails)."""
+    upper, scratch = ctx.workdir / "upper", ctx.workdir / "overlay-work"
+    for d in (upper, scratch, ctx.rootfs):
+        d.mkdir(parents=True, exist_ok=True)
+    proc = run(["mount", "-t", "overlay", "overlay", "-o",
+                f"lowerdir={configured},upperdir={upper},workdir={scratch}", ctx.rootfs],
+               check=False, logfile=ctx.logfile)
+    if proc.returncode != 0:
+        ctx.note("overlayfs unavailable: copying the configured tree")
+        ctx.rootfs.rmdir()
+        _cp_tree(configured, ctx.rootfs)
 
 
 def install_overlays(ctx: Context) -> None:
@@ -233,7 +248,7 @@ def install_homeassistant(ctx: Context) -> None:
         reqs = resolve_homeassistant(ctx)
         ctx.facts["homeassistant"] = reqs.version
         board = board_module(ctx.config.board)
-        key = cache.digest("venv-v1", board.ARCH, ctx.python_version, reqs.requirements, reqs.constraints)
+        key = cache.digest("venv-v2", board.ARCH, ctx.python_version, reqs.requirements, reqs.constraints)
         entry = cache.Entry(ctx.cache, "venv", key)
         ctx.note(f"Home Assistant {reqs.version}: {len(reqs.requirements) - 1} integration "
                  f"requirements from {len(reqs.integrations)} integrations")
@@ -242,15 +257,10 @@ def install_homeassistant(ctx: Context) -> None:
         ctx.facts["venv_id"] = key
         ctx.facts["python_packages"] = json.loads((entry.path / "freeze.json").read_text())
         target = ctx.rootfs / VENV.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        # Hard links: instant, and nothing later in the build writes into the venv's files.
-        run(["cp", "-al", entry.path / "venv", target])
-        # Packages Home Assistant installs at run time live on the data partition (see
-        # roles/homeassistant and overlays/.../prepare-data); this puts them on sys.path.
+        target.mkdir(parents=True, exist_ok=True)
+        # Bind-mounted, not copied: mkfs.ext4 -d reads it straight from the cache.
+        run(["mount", "--bind", entry.path / "venv", target], logfile=ctx.logfile)
         site = next((target / "lib").glob("python3*/site-packages"))
-        (site / "smartos-runtime-deps.pth").write_text("/data/python-deps/current\n")
         ffmpeg = next(site.glob("imageio_ffmpeg/binaries/ffmpeg-*"), None)
         if ffmpeg is None:
             raise SmartOSError("the venv has no ffmpeg binary (imageio-ffmpeg)")
@@ -283,6 +293,11 @@ def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> No
         frozen = run(["chroot", builder, "uv", "pip", "list", "--python", f"{VENV}/bin/python",
                       "--format", "json"], env=env, inherit_env=False, capture=True).stdout
     _trim_venv(venv_in_builder)
+    # Packages Home Assistant installs at run time live on the data partition (see
+    # roles/homeassistant and overlays/common/usr/lib/smartos/prepare-data); this puts them on
+    # sys.path.
+    site = next((venv_in_builder / "lib").glob("python3*/site-packages"))
+    (site / "smartos-runtime-deps.pth").write_text("/data/python-deps/current\n")
     shutil.move(venv_in_builder, tmp / "venv")
     (tmp / "freeze.json").write_text(frozen)
     entry.publish()
@@ -405,7 +420,8 @@ def publish(ctx: Context) -> None:
             src.rename(dst)
             finals.append(dst)
         tmp.unlink(missing_ok=True)
-        _write_sums(ctx.out)
+        if cfg.compress:  # a raw image is a local try-out; reading 5 GiB for its sum is not worth it
+            _write_sums(ctx.out, finals)
         ctx.facts["outputs"] = finals
         for f in finals:
             ctx.note(f"{f}  ({f.stat().st_size / layout.MIB:.1f} MiB)")
@@ -421,10 +437,10 @@ def run_xz(src: Path, fh: Any, ctx: Context) -> None:
         raise SmartOSError(f"xz failed (exit {proc.returncode}) compressing {src}")
 
 
-def _write_sums(out: Path) -> None:
+def _write_sums(out: Path, files: list[Path]) -> None:
     lines = []
-    for f in sorted(out.glob("smartos-*")):
-        if f.is_file() and not f.name.endswith(".tmp"):
+    for f in sorted(files):
+        if f.is_file():
             h = hashlib.sha256()
             with f.open("rb") as fh:
                 while chunk := fh.read(1 << 22):
