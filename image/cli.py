@@ -45,6 +45,12 @@ def _errors_to_exit(fn: F) -> F:
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: nothing was left mounted or half-written")
             sys.exit(130)
+        except Exception as exc:  # a bug, not bad input: say so briefly, details with --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            console.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
+            console.print("[yellow]hint:[/] run again with --debug for the traceback, and report it")
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 

@@ -8,6 +8,7 @@ have been counted; `rauc status mark-good` resets the count.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from smartos_image.layout import ROOT_A, ROOT_B, Layout
@@ -94,7 +95,7 @@ def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
     # The image's own GRUB builds the EFI binary, so it matches the modules and the ext4 it reads.
     run(["chroot", rootfs, "grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT",
          "-o", "/tmp/BOOTX64.EFI", *GRUB_MODULES], logfile=logfile)
-    (rootfs / "tmp/BOOTX64.EFI").rename(boot / "BOOTX64.EFI")
+    shutil.move(rootfs / "tmp/BOOTX64.EFI", boot / "BOOTX64.EFI")
     (boot / "grub.cfg").write_text(grub_cfg(layout))
     env = boot / "grubenv"
     run(["grub-editenv", env, "create"], logfile=logfile)
