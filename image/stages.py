@@ -248,7 +248,7 @@ def install_homeassistant(ctx: Context) -> None:
         reqs = resolve_homeassistant(ctx)
         ctx.facts["homeassistant"] = reqs.version
         board = board_module(ctx.config.board)
-        key = cache.digest("venv-v2", board.ARCH, ctx.python_version, reqs.requirements, reqs.constraints)
+        key = cache.digest("venv-v3", board.ARCH, ctx.python_version, reqs.requirements, reqs.constraints)
         entry = cache.Entry(ctx.cache, "venv", key)
         ctx.note(f"Home Assistant {reqs.version}: {len(reqs.requirements) - 1} integration "
                  f"requirements from {len(reqs.integrations)} integrations")
@@ -305,11 +305,14 @@ def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> No
 
 
 def _trim_venv(venv: Path) -> None:
-    """Drop what no appliance user needs: test suites shipped inside packages."""
+    """Drop what no appliance user needs: test suites shipped inside packages, and the frontend's
+    JavaScript source maps (about 50 MB, only read by a browser's developer tools)."""
     site = next((venv / "lib").glob("python3*/site-packages"))
     for tests in list(site.glob("*/tests")) + list(site.glob("*/test")):
         if tests.is_dir() and tests.parent.name not in {"homeassistant"}:
             shutil.rmtree(tests)
+    for source_map in site.glob("hass_frontend/**/*.map"):
+        source_map.unlink()
 
 
 def prepare_data(ctx: Context) -> None:

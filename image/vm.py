@@ -41,7 +41,8 @@ def raw_image(image: Path, workdir: Path) -> Path:
     raw = workdir / image.name.removesuffix(".xz")
     if not raw.exists() or raw.stat().st_mtime < image.stat().st_mtime:
         tmp = raw.with_suffix(".part")
-        run(["sh", "-c", f'xz -dc "{image}" > "{tmp}"'])  # one decompression, cached beside the VM
+        # One decompression, kept beside the VM; the paths travel as arguments, never as shell text.
+        run(["sh", "-c", 'xz -dc -- "$1" > "$2"', "sh", image, tmp])
         tmp.rename(raw)
     return raw
 
