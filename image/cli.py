@@ -59,6 +59,29 @@ def _config(obj: dict[str, Any]) -> Config:
     return load_config(obj["config"], tuple(obj["set"]), board=obj["board"])
 
 
+def settings_options(fn: F) -> F:
+    """--config/--board/--set, accepted before the verb (`smartos --board x check`) and after it
+    (`smartos check --board x`); after wins."""
+
+    @click.option("--config", "-c", "config_file", type=click.Path(path_type=Path),
+                  help="YAML file with build settings (see image/data/defaults.yaml).")
+    @click.option("--board", "-b", type=click.Choice([b.value for b in Board]), help="Board to build for.")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="Override one setting, e.g. --set hostname=kitchen (repeatable).")
+    @wraps(fn)
+    def wrapper(*args: Any, config_file: Path | None = None, board: str | None = None,
+                overrides: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        obj = click.get_current_context().obj
+        if config_file is not None:
+            obj["config"] = config_file
+        if board is not None:
+            obj["board"] = board
+        obj["set"] = [*obj["set"], *overrides]
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", "config_file", type=click.Path(path_type=Path),
               help="YAML file with build settings (see image/data/defaults.yaml).")
@@ -74,10 +97,11 @@ def main(ctx: click.Context, config_file: Path | None, board: str | None,
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     ctx.obj = {"config": config_file, "board": board, "set": list(overrides), "debug": debug}
     if ctx.invoked_subcommand is None:
-        ctx.invoke(build)
+        ctx.invoke(build)  # `./build.py` alone builds
 
 
 @main.command()
+@settings_options
 @click.pass_obj
 @_errors_to_exit
 def build(obj: dict[str, Any]) -> None:
@@ -97,6 +121,7 @@ def build(obj: dict[str, Any]) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
 @click.option("--offline", is_flag=True, help="Do not ask PyPI which Home Assistant release fits.")
+@settings_options
 @click.pass_obj
 @_errors_to_exit
 def check(obj: dict[str, Any], as_json: bool, offline: bool) -> None:
@@ -133,6 +158,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 @click.option("--http-port", default=8123, show_default=True)
 @click.option("--internet/--no-internet", default=False, show_default=True,
               help="Let the guest reach the internet (it never accepts connections from outside).")
+@settings_options
 @click.pass_obj
 @_errors_to_exit
 def vm(obj: dict[str, Any], image: Path | None, ssh_port: int, http_port: int, internet: bool) -> None:

@@ -35,9 +35,10 @@ PYPI = os.environ.get("SMARTOS_PYPI_URL", "https://pypi.org").rstrip("/")
 # What SmartOS promises works with no internet on first start, beyond Home Assistant's defaults.
 SEED_INTEGRATIONS = ("default_config", "onboarding", "zha", "zwave_js")
 # Not Home Assistant requirements, but what the appliance needs beside them: a static ffmpeg
-# binary (imageio-ffmpeg's wheel, for x86-64 and aarch64) for camera streams and TTS audio,
+# binary (imageio-ffmpeg's wheel, for x86-64 and aarch64) for camera snapshots and TTS audio,
 # instead of Debian's ffmpeg, which brings about 350 MB of libraries (Mesa, LLVM, SDL).
-APPLIANCE_EXTRAS = ("imageio-ffmpeg",)
+# 0.6.0 carries ffmpeg 7.1 in a 70 MB binary; 0.7+ carry a 170 MB build with far more codecs.
+APPLIANCE_EXTRAS = ("imageio-ffmpeg==0.6.0",)
 BOOTSTRAP_SETS = ("CORE_INTEGRATIONS", "LOGGING_AND_HTTP_DEPS_INTEGRATIONS",
                   "FRONTEND_INTEGRATIONS", "DEFAULT_INTEGRATIONS", "DISCOVERY_INTEGRATIONS")
 

@@ -32,3 +32,13 @@ def test_unknown_board_is_refused_by_the_cli() -> None:
     result = CliRunner().invoke(main, ["--board", "amiga", "check", "--offline"])
     assert result.exit_code == 2
     assert "amiga" in result.output
+
+
+def test_settings_options_also_follow_the_verb(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text("hostname: kitchen\n")
+    result = CliRunner().invoke(main, ["--set", "hostname=first", "check", "--config", str(conf),
+                                       "--board", "x86-64", "--set", "hostname=garage", "--json",
+                                       "--offline"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["hostname"] == "garage"

@@ -5,6 +5,7 @@ guest has no route to the internet: Home Assistant must come up from what the im
 """
 
 import json
+import re
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -28,8 +29,15 @@ def test_home_assistant_answers_with_onboarding(ha_ready) -> None:
     with urllib.request.urlopen("http://127.0.0.1:8123/api/onboarding", timeout=30) as resp:
         steps = json.load(resp)
     assert {"step": "user", "done": False} in steps
-    with urllib.request.urlopen("http://127.0.0.1:8123/", timeout=30) as resp:
+    with urllib.request.urlopen("http://127.0.0.1:8123/onboarding.html", timeout=30) as resp:
+        page = resp.read().decode()
+    scripts = re.findall(r'"(/frontend_latest/[^"]+\.js)"', page)
+    assert scripts, page[:500]
+    request = urllib.request.Request(f"http://127.0.0.1:8123{scripts[0]}",
+                                     headers={"Accept-Encoding": "gzip, br"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.status == 200
+        assert len(resp.read()) > 1000
 
 
 def test_home_assistant_installed_nothing_at_first_start(host, ha_ready) -> None:
@@ -118,3 +126,45 @@ def test_slot_a_is_booted_and_confirmed_once_healthy(host, ha_ready) -> None:
     env = host.check_output("sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list")
     assert "A_OK=1" in env
     assert "A_TRY=0" in env, env
+
+
+def _probe_wheel(path: Path) -> Path:
+    """A tiny pure-Python wheel, standing in for an integration's requirement from PyPI (the VM
+    has no internet)."""
+    import zipfile
+
+    wheel = path / "smartos_probe-1.0-py3-none-any.whl"
+    files = {
+        "smartos_probe.py": "WHERE = __file__\n",
+        "smartos_probe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: smartos-probe\nVersion: 1.0\n",
+        "smartos_probe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                             "Tag: py3-none-any\n",
+    }
+    files["smartos_probe-1.0.dist-info/RECORD"] = "".join(f"{n},,\n" for n in files) + \
+        "smartos_probe-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return wheel
+
+
+def test_runtime_packages_go_to_the_data_partition(host, ssh_key: Path, tmp_path: Path) -> None:
+    """An install the way Home Assistant runs one (python -m uv pip install, as its user, with its
+    constraints) lands on /data, not in the read-only venv, and is importable by Home Assistant."""
+    wheel = _probe_wheel(tmp_path)
+    with wheel.open("rb") as fh:
+        subprocess.run(["ssh", "-p", "2222", "-i", str(ssh_key), "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "admin@127.0.0.1",
+                        f"mkdir -p /tmp/wheels && cat > /tmp/wheels/{wheel.name}"],
+                       stdin=fh, check=True, timeout=60)
+    venv = "/opt/smartos/venv"
+    constraints = host.check_output(
+        f"ls {venv}/lib/python3*/site-packages/homeassistant/package_constraints.txt")
+    env = "UV_CONFIG_FILE=/etc/smartos/uv.toml UV_CACHE_DIR=/data/python-deps/.uv-cache"
+    host.run_test(f"sudo -u homeassistant env {env} {venv}/bin/python -m uv pip install --quiet "
+                  f"smartos-probe==1.0 --index-strategy unsafe-first-match --upgrade "
+                  f"--constraint {constraints} --no-index --find-links /tmp/wheels")
+    where = host.check_output(f"sudo -u homeassistant {venv}/bin/python -c "
+                              "'import smartos_probe; print(smartos_probe.WHERE)'")
+    assert where.startswith("/data/python-deps/current/"), where
+    assert host.run(f"ls {venv}/lib/python3*/site-packages/smartos_probe.py").rc != 0
