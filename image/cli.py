@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -174,4 +175,8 @@ def vm(obj: dict[str, Any], image: Path | None, ssh_port: int, http_port: int, i
     console.print(f"booting {image.name}: ssh -p {ssh_port} {cfg.admin.user}@127.0.0.1, "
                   f"http://127.0.0.1:{http_port}  (Ctrl-A X quits)")
     machine = Machine(image, workdir, ssh_port, http_port, restrict=not internet)
-    sys.exit(machine.interactive())
+    try:
+        code = machine.interactive()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the VM's copy-on-write disk
+    sys.exit(code)
