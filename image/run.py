@@ -78,6 +78,45 @@ def run(
     return proc
 
 
+def filter_file(cmd: Sequence[str | Path], src: Path, dst: Path) -> None:
+    """Run cmd with src on stdin and dst as stdout (a compressor, say), failing like run()."""
+    argv = [str(c) for c in cmd]
+    log.debug("$ %s < %s > %s", shlex.join(argv), src, dst)
+    with src.open("rb") as inp, dst.open("wb") as out:
+        proc = subprocess.run(argv, stdin=inp, stdout=out, stderr=subprocess.PIPE, check=False)
+    if proc.returncode != 0:
+        raise SmartOSError(f"{argv[0]} failed (exit {proc.returncode}) on {src}: "
+                           f"{proc.stderr.decode(errors='replace')[-500:]}")
+
+
+Process = subprocess.Popen[bytes]
+
+
+def stop(proc: Process, timeout: float = 20) -> None:
+    """Ask a spawned program to end (SIGTERM); kill it if it has not after timeout seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def spawn(cmd: Sequence[str | Path], stderr_path: Path) -> Process:
+    """Start a long-running program (QEMU) in the background; the caller stops it."""
+    argv = [str(c) for c in cmd]
+    log.debug("$ %s &", shlex.join(argv))
+    with stderr_path.open("wb") as err:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def interactive(cmd: Sequence[str | Path]) -> int:
+    """Run a program attached to this terminal (the VM's serial console) and return its exit code."""
+    argv = [str(c) for c in cmd]
+    log.debug("$ %s", shlex.join(argv))
+    return subprocess.call(argv)
+
+
 def _tail_of(path: Path, size: int = 16384) -> str:
     with path.open("rb") as fh:
         fh.seek(0, os.SEEK_END)

@@ -20,10 +20,9 @@ from .boards import board_module
 from .chroot import chroot_env, mounted
 from .context import Context
 from .errors import SmartOSError
-from .run import run
+from .run import filter_file, run
 
 VENV = "/opt/smartos/venv"
-DATA_MOUNT = "/data"
 HA_USER_UID = 8123  # fixed so the data partition's ownership is known at build time
 DPKG_PATH_RULES = ("exclude=/usr/share/man/*", "exclude=/usr/share/info/*",
                    "exclude=/usr/share/locale/*", "include=/usr/share/locale/locale.alias",
@@ -421,8 +420,8 @@ def publish(ctx: Context) -> None:
             bmap_tmp = ctx.out / f".{name}.img.bmap.tmp"
             run(["bmaptool", "create", "-o", bmap_tmp, tmp], logfile=ctx.logfile)
             xz_tmp = ctx.out / f".{name}.img.xz.tmp"
-            with xz_tmp.open("wb") as fh:
-                run_xz(tmp, fh, ctx)
+            ctx.note(f"xz -T0 {XZ_LEVEL} {tmp.name}")
+            filter_file(["xz", "-T0", XZ_LEVEL, "-c"], tmp, xz_tmp)
             pairs = [(xz_tmp, ctx.out / f"{name}.img.xz"), (bmap_tmp, ctx.out / f"{name}.img.bmap")]
         else:
             pairs = [(tmp, ctx.out / f"{name}.img")]
@@ -443,16 +442,6 @@ def publish(ctx: Context) -> None:
 # -9: a 64 MiB dictionary finds repeats across the venv's many small files: 348 MiB against 361 MiB
 # with -6 (measured 2026-11-25), for ~40% more time; ~700 MiB of memory per thread to compress.
 XZ_LEVEL = "-9"
-
-
-def run_xz(src: Path, fh: Any, ctx: Context) -> None:
-    import subprocess  # noqa: TID251 - streaming into a file handle; still one logged call
-
-    ctx.note(f"xz -T0 {XZ_LEVEL} {src.name}")
-    with src.open("rb") as inp:
-        proc = subprocess.run(["xz", "-T0", XZ_LEVEL, "-c"], stdin=inp, stdout=fh, check=False)
-    if proc.returncode != 0:
-        raise SmartOSError(f"xz failed (exit {proc.returncode}) compressing {src}")
 
 
 def _write_sums(out: Path, files: list[Path]) -> None:

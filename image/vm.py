@@ -7,7 +7,6 @@ boot of a new overlay is a device's first boot.
 from __future__ import annotations
 
 import socket
-import subprocess  # noqa: TID251 - QEMU is a long-running child we start, watch and stop
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ from pathlib import Path
 from .boards import board_module
 from .config import Board
 from .errors import SmartOSError
-from .run import run
+from .run import Process, interactive, run, spawn, stop
 
 
 def find_image(out: Path) -> Path:
@@ -55,7 +54,7 @@ class Machine:
     http_port: int = 8123
     restrict: bool = True  # no route to the internet: only the host forwards
     disk_size: str = ""  # e.g. "8G": a bigger virtual disk than the image, as on a real SD card
-    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    proc: Process | None = field(default=None, init=False)
 
     @property
     def console_log(self) -> Path:
@@ -84,13 +83,12 @@ class Machine:
                                        hint="stop the other VM or pick other ports")
         cmd = [*self.command(), "-display", "none", "-monitor", "none",
                "-serial", f"file:{self.console_log}"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=(self.workdir / "qemu.err").open("wb"))
+        self.proc = spawn(cmd, self.workdir / "qemu.err")
 
     def interactive(self) -> int:
         """Boot with the serial console on this terminal (Ctrl-A X quits)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        return subprocess.call([*self.command(), "-nographic"])
+        return interactive([*self.command(), "-nographic"])
 
     def wait_for_port(self, port: int, timeout: float) -> float:
         """Seconds until a TCP banner arrives on the forward (QEMU accepts before the guest does)."""
@@ -129,11 +127,6 @@ class Machine:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.proc = None
 
