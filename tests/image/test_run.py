@@ -4,7 +4,6 @@ import lzma
 from pathlib import Path
 
 import pytest
-
 from smartos_image.errors import SmartOSError
 from smartos_image.run import filter_file, run
 
