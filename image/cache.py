@@ -40,10 +40,13 @@ class Entry:
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def begin(self) -> Path:
+    def begin(self, create: bool = True) -> Path:
+        """The temporary path to fill; create=False for tools that make the directory themselves."""
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.tmp.mkdir()
         return self.tmp
 
     def publish(self) -> Path:

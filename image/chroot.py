@@ -14,12 +14,6 @@ from .run import run
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def _mounted(path: Path) -> bool:
-    target = str(path.resolve())
-    with open("/proc/self/mounts") as fh:
-        return any(line.split()[1] == target for line in fh)
-
-
 def umount_below(root: Path) -> None:
     """Unmount everything at or below root, deepest first (also after an interrupted build)."""
     prefix = str(root.resolve())

@@ -246,42 +246,41 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
 
 
 def _validate(cfg: Config, origins: Origins) -> None:
-    def src(key: str) -> str:
-        return origins.get(key, "defaults")
+    def fail(key: str, expected: str, got: Any, origin_key: str | None = None) -> SmartOSError:
+        return _err(origins.get(origin_key or key, "defaults"), key, expected, got)
 
     if not HOSTNAME_RE.match(cfg.hostname):
-        raise _err(src("hostname"), "hostname", "a DNS label: 1-63 of a-z, 0-9 and '-', not starting or "
+        raise fail("hostname", "a DNS label: 1-63 of a-z, 0-9 and '-', not starting or "
                    "ending with '-'", cfg.hostname)
     if not USER_RE.match(cfg.admin.user) or cfg.admin.user == "root":
-        raise _err(src("admin.user"), "admin.user", "a lower-case login name other than root", cfg.admin.user)
+        raise fail("admin.user", "a lower-case login name other than root", cfg.admin.user)
     if not VERSION_RE.match(cfg.version):
-        raise _err(src("version"), "version", "a version such as 1.2.0 (starting with a digit)", cfg.version)
+        raise fail("version", "a version such as 1.2.0 (starting with a digit)", cfg.version)
     if not HA_VERSION_RE.match(cfg.homeassistant.version):
-        raise _err(src("homeassistant.version"), "homeassistant.version",
+        raise fail("homeassistant.version",
                    "'latest' or a release such as 2026.2.3", cfg.homeassistant.version)
     if not re.match(r"^https?://[^\s/]+", cfg.debian.mirror):
-        raise _err(src("debian.mirror"), "debian.mirror", "an http:// or https:// URL", cfg.debian.mirror)
+        raise fail("debian.mirror", "an http:// or https:// URL", cfg.debian.mirror)
     if not Path("/usr/share/zoneinfo", cfg.timezone).is_file() and cfg.timezone != "Etc/UTC":
-        raise _err(src("timezone"), "timezone", "a tz database name such as Europe/Berlin", cfg.timezone)
+        raise fail("timezone", "a tz database name such as Europe/Berlin", cfg.timezone)
     if not re.match(r"^(C|[a-z]{2,3}_[A-Z]{2})\.UTF-8$", cfg.locale):
-        raise _err(src("locale"), "locale", "C.UTF-8 or a UTF-8 locale such as en_US.UTF-8", cfg.locale)
+        raise fail("locale", "C.UTF-8 or a UTF-8 locale such as en_US.UTF-8", cfg.locale)
     for pkg in cfg.extra_packages:
         if not PACKAGE_RE.match(pkg):
-            raise _err(src("extra_packages"), "extra_packages", "Debian package names", pkg)
+            raise fail("extra_packages", "Debian package names", pkg)
     for name, minimum in MIN_SIZES.items():
         size = getattr(cfg.partitions, name)
         if size < minimum:
-            raise _err(src(f"partitions.{name}"), f"partitions.{name}", f"at least {minimum}MiB",
-                       f"{size}MiB")
+            raise fail(f"partitions.{name}", f"at least {minimum}MiB", f"{size}MiB")
     for i, key in enumerate(cfg.admin.ssh_keys):
         if not SSH_KEY_RE.match(key.strip()):
-            raise _err(src("admin.ssh_keys"), f"admin.ssh_keys[{i}]", "an OpenSSH public key line "
-                       "(ssh-ed25519 AAAA...)", key[:40])
+            raise fail(f"admin.ssh_keys[{i}]", "an OpenSSH public key line (ssh-ed25519 AAAA...)",
+                       key[:40], origin_key="admin.ssh_keys")
     for name in cfg.admin.ssh_key_files:
         p = Path(name)
         if not p.is_file():
-            raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files", "a readable public key file", name)
+            raise fail("admin.ssh_key_files", "a readable public key file", name)
         for line in filter(None, (ln.strip() for ln in p.read_text().splitlines())):
             if not SSH_KEY_RE.match(line):
-                raise _err(src("admin.ssh_key_files"), "admin.ssh_key_files",
+                raise fail("admin.ssh_key_files",
                            f"OpenSSH public keys in {name}", line[:40])

@@ -93,8 +93,7 @@ def bootstrap(ctx: Context) -> None:
             ctx.note(f"cached: {entry.path}")
         else:
             host.check_mirror(cfg.debian.mirror, cfg.debian.suite.value)
-            tmp = entry.begin()
-            shutil.rmtree(tmp)
+            tmp = entry.begin(create=False)
             _mmdebstrap(ctx, tmp, packages, _deb_cache(ctx))
             entry.publish()
             entry.prune_others()
@@ -151,8 +150,7 @@ def apply_roles(ctx: Context) -> None:
         if entry.exists():
             ctx.note("cached: roles unchanged")
         else:
-            tmp = entry.begin()
-            shutil.rmtree(tmp)
+            tmp = entry.begin(create=False)
             _cp_tree(ctx.facts["bootstrap_dir"], tmp)
             varfile = ctx.workdir / "ansible-vars.json"
             varfile.write_text(json.dumps(variables))
@@ -228,8 +226,7 @@ def _builder_root(ctx: Context) -> Path:
     entry = cache.Entry(ctx.cache, "builder", key)
     if not entry.exists():
         ctx.note("bootstrapping the venv builder (once per suite)")
-        tmp = entry.begin()
-        shutil.rmtree(tmp)
+        tmp = entry.begin(create=False)
         _mmdebstrap(ctx, tmp, list(BUILDER_PACKAGES), _deb_cache(ctx))
         entry.publish()
     builder_py = _python_version(entry.path)

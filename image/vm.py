@@ -16,7 +16,7 @@ from pathlib import Path
 from .boards import board_module
 from .config import Board
 from .errors import SmartOSError
-from .run import Process, interactive, run, spawn, stop
+from .run import Process, filter_file, interactive, run, spawn, stop
 
 
 def find_image(out: Path) -> Path:
@@ -40,8 +40,7 @@ def raw_image(image: Path, workdir: Path) -> Path:
     raw = workdir / image.name.removesuffix(".xz")
     if not raw.exists() or raw.stat().st_mtime < image.stat().st_mtime:
         tmp = raw.with_suffix(".part")
-        # One decompression, kept beside the VM; the paths travel as arguments, never as shell text.
-        run(["sh", "-c", 'xz -dc -- "$1" > "$2"', "sh", image, tmp])
+        filter_file(["xz", "-dc"], image, tmp)  # once, kept beside the VM
         tmp.rename(raw)
     return raw
 
