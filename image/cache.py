@@ -53,8 +53,9 @@ class Entry:
         self.tmp.rename(self.path)
         return self.path
 
-    def prune_others(self, keep: int = 2) -> None:
-        """Keep the newest `keep` entries of this kind so the cache doesn't grow without end."""
+    def prune_others(self, keep: int = 4) -> None:
+        """Keep the newest `keep` entries of this kind so the cache doesn't grow without end (room
+        for one entry per board, x86-64, rpi4 and rpi3, plus the previous one)."""
         siblings = sorted((p for p in self.path.parent.iterdir() if not p.name.startswith(".")),
                           key=lambda p: p.stat().st_mtime, reverse=True)
         for old in siblings[keep:]:

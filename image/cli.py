@@ -169,7 +169,7 @@ def vm(obj: dict[str, Any], image: Path | None, ssh_port: int, http_port: int, i
     from .vm import Machine, find_image
 
     cfg = _config(obj)
-    image = image or find_image(cfg.output_dir)
+    image = image or find_image(cfg.output_dir, board=obj.get("board"))
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="smartos-vm-", dir=cfg.cache_dir))
     console.print(f"booting {image.name}: ssh -p {ssh_port} {cfg.admin.user}@127.0.0.1, "

@@ -24,7 +24,9 @@ DEFAULTS_FILE = Path(__file__).parent / "data" / "defaults.yaml"
 
 
 class Board(StrEnum):
-    X86_64 = "x86-64"
+    X86_64 = "x86-64"  # UEFI PCs
+    RPI4 = "rpi4"  # Raspberry Pi 4 B, 400, CM4
+    RPI3 = "rpi3"  # Raspberry Pi 3 B, 3 B+
 
 
 class Suite(StrEnum):

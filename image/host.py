@@ -30,9 +30,19 @@ TOOLS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
 }
+_PI_TOOLS = {
+    "mkimage": "u-boot-tools", "mkenvimage": "u-boot-tools",  # boot.scr and the slot state
+    "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support",  # arm64 chroots
+    "qemu-system-aarch64": "qemu-system-arm", "/usr/lib/u-boot/qemu_arm64/u-boot.bin": "u-boot-qemu",
+}
 BOARD_TOOLS: dict[Board, dict[str, str]] = {
     Board.X86_64: {"qemu-system-x86_64": "qemu-system-x86", "/usr/share/ovmf/OVMF.fd": "ovmf"},
+    Board.RPI4: _PI_TOOLS,
+    Board.RPI3: _PI_TOOLS,
 }
+# Debian architecture -> the name binfmt_misc registers its emulator under
+QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
 
 def missing_tools(board: Board) -> dict[str, str]:
@@ -54,6 +64,28 @@ def ensure_tools(board: Board, logfile: Path, console: Console) -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-q"], env=env, logfile=logfile)
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], env=env, logfile=logfile)
+
+
+def native_arch() -> str:
+    """The build host's Debian architecture."""
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def check_emulation(arch: str, binfmt_dir: Path = BINFMT_DIR) -> None:
+    """A foreign-architecture root tree runs its programs through qemu-user, which the kernel
+    starts for them only when binfmt_misc has it registered (and enabled)."""
+    if arch == native_arch():
+        return
+    name = QEMU_BINFMT.get(arch, f"qemu-{arch}")
+    entry = binfmt_dir / name
+    enabled = entry.is_file() and entry.read_text().startswith("enabled")
+    if not enabled:
+        raise SmartOSError(
+            f"this {native_arch()} host cannot run {arch} programs: binfmt_misc has no enabled "
+            f"{name} entry ({entry})",
+            hint=f"sudo sh -c 'mount -t binfmt_misc binfmt_misc {binfmt_dir} 2>/dev/null; "
+                 f"update-binfmts --enable {name}'")
 
 
 def ensure_space(*dirs: Path, need_gib: int) -> None:

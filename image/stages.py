@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__, cache, hass, host, layout
+from . import __version__, cache, hass, host, layout, wheels
 from .boards import board_module
 from .chroot import chroot_env, mounted
 from .context import Context
@@ -27,6 +28,7 @@ HA_USER_UID = 8123  # fixed so the data partition's ownership is known at build 
 DPKG_PATH_RULES = ("exclude=/usr/share/man/*", "exclude=/usr/share/info/*",
                    "exclude=/usr/share/locale/*", "include=/usr/share/locale/locale.alias",
                    "exclude=/usr/share/doc/*", "include=/usr/share/doc/*/copyright")
+UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
 BUILDER_PACKAGES = ("python3-venv", "python3-dev", "gcc", "g++", "make", "pkg-config",
                     "ca-certificates", "libffi-dev", "libssl-dev")
 
@@ -52,6 +54,7 @@ def role_packages(ctx: Context) -> list[str]:
 def check_host(ctx: Context) -> None:
     with ctx.stage("Check host tools"):
         host.ensure_tools(ctx.config.board, ctx.logfile, ctx.console)
+        host.check_emulation(board_module(ctx.config.board).ARCH)
         host.ensure_space(ctx.cache, ctx.out, need_gib=12)
 
 
@@ -60,18 +63,42 @@ def _deb_cache(ctx: Context) -> Path:
     return ctx.cache / "debs" / f"{ctx.config.debian.suite}-{board_module(ctx.config.board).ARCH}"
 
 
-def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path) -> None:
-    board = board_module(ctx.config.board)
+NO_OP = "#!/bin/sh\n# SmartOS: diverted by the image builder (see image/boards). Does nothing.\nexit 0\n"
+
+
+def _divert_hooks(paths: tuple[str, ...]) -> list[str]:
+    """mmdebstrap hooks that divert package files to <path>.distrib and put a no-op in their place
+    before the packages install, for good."""
+    hooks = []
+    for path in paths:
+        parent = str(Path(path).parent)
+        hooks.append(f'--essential-hook=mkdir -p "$1{parent}" && chroot "$1" dpkg-divert --quiet --local '
+                     f'--rename --add {path} && printf %s {shlex.quote(NO_OP)} > "$1{path}" && '
+                     f'chmod 0755 "$1{path}"')
+    return hooks
+
+
+def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path, arch: str,
+                components: tuple[str, ...], diverted: tuple[str, ...] = (),
+                path_rules: tuple[str, ...] = ()) -> None:
     cfg = ctx.config
     deb_cache.mkdir(parents=True, exist_ok=True)
-    run(["mmdebstrap", "--mode=root", "--variant=minbase", f"--architectures={board.ARCH}",
-         f"--components={','.join(board.COMPONENTS)}", "--skip=download/empty",
+    run(["mmdebstrap", "--mode=root", "--variant=minbase", f"--architectures={arch}",
+         f"--components={','.join(components)}", "--skip=download/empty",
          "--skip=essential/unlink", "--aptopt=Acquire::Retries \"3\"",
          # No manuals, translations or docs on an appliance (copyright files stay); the rule
          # stays in the image's dpkg config, so packages installed later follow it too.
-         *(f"--dpkgopt=path-{rule}" for rule in DPKG_PATH_RULES),
+         *(f"--dpkgopt=path-{rule}" for rule in (*DPKG_PATH_RULES, *path_rules)),
+         *_divert_hooks(diverted),
          f"--include={','.join(sorted(set(packages)))}",
          '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+         # No initramfs while packages install (the kernel's and initramfs-tools' own runs): the
+         # base role builds the one the image keeps, with its settings. Under arm64 emulation
+         # each run costs a minute.
+         f"--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --add {UPDATE_INITRAMFS}"
+         f" && ln -s /bin/true \"$1{UPDATE_INITRAMFS}\"",
+         f"--customize-hook=rm \"$1{UPDATE_INITRAMFS}\" && chroot \"$1\" dpkg-divert --quiet --local "
+         f"--rename --remove {UPDATE_INITRAMFS}",
          f"--setup-hook=sync-in {deb_cache} /var/cache/apt/archives/",
          f"--customize-hook=sync-out /var/cache/apt/archives {deb_cache}",
          '--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb',
@@ -83,8 +110,9 @@ def bootstrap(ctx: Context) -> None:
     cfg = ctx.config
     board = board_module(cfg.board)
     packages = [*role_packages(ctx), *board.PACKAGES, *cfg.extra_packages]
-    key = cache.digest("bootstrap-v2", DPKG_PATH_RULES, cfg.debian.suite, cfg.debian.mirror, board.ARCH,
-                       board.COMPONENTS, sorted(set(packages)))
+    key = cache.digest("bootstrap-v3", DPKG_PATH_RULES, board.PATH_RULES, board.DIVERTED, NO_OP,
+                       cfg.debian.suite, cfg.debian.mirror, board.ARCH, board.COMPONENTS,
+                       sorted(set(packages)))
     entry = cache.Entry(ctx.cache, "bootstrap", key)
     ctx.facts["bootstrap_key"] = key
     ctx.facts["bootstrap_dir"] = entry.path
@@ -94,21 +122,46 @@ def bootstrap(ctx: Context) -> None:
         else:
             host.check_mirror(cfg.debian.mirror, cfg.debian.suite.value)
             tmp = entry.begin(create=False)
-            _mmdebstrap(ctx, tmp, packages, _deb_cache(ctx))
+            _mmdebstrap(ctx, tmp, packages, _deb_cache(ctx), board.ARCH, board.COMPONENTS,
+                        board.DIVERTED, board.PATH_RULES)
             entry.publish()
             entry.prune_others()
+        check_tree_arch(entry.path, board.ARCH)
         ctx.python_version = _python_version(entry.path)
         ctx.note(f"Python {ctx.python_version}")
 
 
-def _python_version(root: Path) -> str:
+def _package_field(root: Path, package: str, name: str) -> str | None:
+    """A field of an installed package, from the tree's dpkg status file."""
     status = (root / "var/lib/dpkg/status").read_text()
     for block in status.split("\n\n"):
-        if block.startswith("Package: python3\n") or "\nPackage: python3\n" in block:
+        if block.startswith(f"Package: {package}\n") or f"\nPackage: {package}\n" in block:
             for line in block.splitlines():
-                if line.startswith("Version: "):
-                    return line.split()[1].split("-")[0]
-    raise SmartOSError("the bootstrapped system has no python3 package")
+                if line.startswith(f"{name}: "):
+                    return line.split()[1]
+    return None
+
+
+def tree_arch(root: Path) -> str:
+    """The Debian architecture a root tree was bootstrapped for (dpkg's own record of it)."""
+    arch = _package_field(root, "dpkg", "Architecture")
+    if arch is None:
+        raise SmartOSError(f"{root} has no dpkg package: not a Debian root tree")
+    return arch
+
+
+def check_tree_arch(root: Path, arch: str) -> None:
+    found = tree_arch(root)
+    if found != arch:
+        raise SmartOSError(f"the cached root tree {root} is {found}, but this board needs {arch}",
+                           hint=f"delete it (sudo rm -rf {root}) and build again")
+
+
+def _python_version(root: Path) -> str:
+    version = _package_field(root, "python3", "Version")
+    if version is None:
+        raise SmartOSError("the bootstrapped system has no python3 package")
+    return version.split("-")[0]
 
 
 def _ansible_vars(ctx: Context) -> dict[str, Any]:
@@ -136,14 +189,17 @@ def _ansible_env(ctx: Context) -> dict[str, str]:
     return {"ANSIBLE_ROLES_PATH": str(ctx.repo / "roles"), "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_HOST_KEY_CHECKING": "0",
             "ANSIBLE_LOCAL_TEMP": str(ctx.workdir / "ansible-tmp"),
-            "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACKS_ENABLED": "profile_tasks"}
+            "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACKS_ENABLED": "profile_tasks",
+            # One interpreter start per task instead of several shell commands around it: each
+            # start is an emulated process for a foreign-architecture tree.
+            "ANSIBLE_PIPELINING": "1"}
 
 
 def apply_roles(ctx: Context) -> None:
     """Ansible roles through a chroot connection (cached by the roles' content and variables)."""
     variables = _ansible_vars(ctx)
     roles_dir = ctx.repo / "roles"
-    key = cache.digest("roles-v1", ctx.facts["bootstrap_key"], variables,
+    key = cache.digest("roles-v2", ctx.facts["bootstrap_key"], variables,
                        files=cache.tree_files(roles_dir))
     entry = cache.Entry(ctx.cache, "configured", key)
     with ctx.stage("Apply Ansible roles"):
@@ -152,17 +208,45 @@ def apply_roles(ctx: Context) -> None:
         else:
             tmp = entry.begin(create=False)
             _cp_tree(ctx.facts["bootstrap_dir"], tmp)
+            binds = [(_deb_cache(ctx), "/var/cache/apt/archives")]
+            connection: dict[str, Any] = {"ansible_become": False}  # root in the chroot already
+            if host.native_arch() != board_module(ctx.config.board).ARCH:
+                binds.append((_builder_root(ctx, host.native_arch()), NATIVE_ROOT))
+                connection["ansible_python_interpreter"] = _native_python(tmp)
             varfile = ctx.workdir / "ansible-vars.json"
-            varfile.write_text(json.dumps(variables))
-            deb_cache = _deb_cache(ctx)
-            with mounted(tmp, binds=[(deb_cache, "/var/cache/apt/archives")]):
+            varfile.write_text(json.dumps(variables | connection))
+            with mounted(tmp, binds=binds):
                 run(ansible_command(ctx, f"{tmp},", varfile, "-c", "community.general.chroot"),
                     env=_ansible_env(ctx), logfile=ctx.logfile)
             for leftover in (tmp / "var/cache/apt/archives").glob("*.deb"):
                 leftover.unlink()
+            if "ansible_python_interpreter" in connection:
+                (tmp / NATIVE_PYTHON.lstrip("/")).unlink()
+                (tmp / NATIVE_ROOT.lstrip("/")).rmdir()
             entry.publish()
             entry.prune_others()
         _materialize(ctx, entry.path)
+
+
+NATIVE_ROOT = "/run/smartos-native"
+NATIVE_PYTHON = "/tmp/smartos-native-python"
+
+
+def _native_python(root: Path) -> str:
+    """An interpreter for Ansible's modules in a foreign-architecture tree: the host architecture's
+    Python 3 from the builder tree (bind-mounted at NATIVE_ROOT), started through its own dynamic
+    loader so that no library path leaks into the emulated programs the modules run. Under
+    qemu-user every module's interpreter start took 5-8 s; natively it takes a fraction of one.
+    The modules read and write the target tree as their root; only the programs they run
+    (systemctl, useradd, update-initramfs, ...) are the target's, emulated."""
+    triplet = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[host.native_arch()]
+    loader = {"amd64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}[host.native_arch()]
+    libs = f"{NATIVE_ROOT}/usr/lib/{triplet}"
+    wrapper = root / NATIVE_PYTHON.lstrip("/")
+    wrapper.write_text(f"#!/bin/sh\nexec {libs}/{loader} --library-path {libs} "
+                       f"{NATIVE_ROOT}/usr/bin/python3 \"$@\"\n")
+    wrapper.chmod(0o755)
+    return NATIVE_PYTHON
 
 
 def _materialize(ctx: Context, configured: Path) -> None:
@@ -218,16 +302,17 @@ def _write_os_release(ctx: Context) -> None:
     )
 
 
-def _builder_root(ctx: Context) -> Path:
-    """A cached Debian tree of the same suite with compilers, for building the venv."""
+def _builder_root(ctx: Context, arch: str) -> Path:
+    """A cached Debian tree of the image's suite with compilers, for building the venv (on the
+    host's architecture) and, under emulation, the few wheels a foreign target lacks."""
     cfg = ctx.config
-    board = board_module(cfg.board)
-    key = cache.digest("builder-v1", cfg.debian.suite, cfg.debian.mirror, board.ARCH, BUILDER_PACKAGES)
+    key = cache.digest("builder-v1", cfg.debian.suite, cfg.debian.mirror, arch, BUILDER_PACKAGES)
     entry = cache.Entry(ctx.cache, "builder", key)
     if not entry.exists():
-        ctx.note("bootstrapping the venv builder (once per suite)")
+        ctx.note(f"bootstrapping the {arch} builder (once per suite)")
         tmp = entry.begin(create=False)
-        _mmdebstrap(ctx, tmp, list(BUILDER_PACKAGES), _deb_cache(ctx))
+        _mmdebstrap(ctx, tmp, list(BUILDER_PACKAGES), ctx.cache / "debs" / f"{cfg.debian.suite}-{arch}",
+                    arch=arch, components=("main",))
         entry.publish()
     builder_py = _python_version(entry.path)
     if builder_py != ctx.python_version:
@@ -258,6 +343,8 @@ def install_homeassistant(ctx: Context) -> None:
             _build_venv(ctx, entry, reqs)
         ctx.facts["venv_id"] = key
         ctx.facts["python_packages"] = json.loads((entry.path / "freeze.json").read_text())
+        built = entry.path / "built-wheels.json"
+        ctx.facts["built_wheels"] = json.loads(built.read_text()) if built.exists() else []
         target = ctx.rootfs / VENV.lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
         # Bind-mounted, not copied: mkfs.ext4 -d reads it straight from the cache.
@@ -273,8 +360,17 @@ def install_homeassistant(ctx: Context) -> None:
         (ctx.rootfs / "etc/smartos/venv-id").write_text(key + "\n")
 
 
+UV_ENV = {"UV_CACHE_DIR": "/var/cache/uv", "UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never",
+          "UV_HTTP_TIMEOUT": "180"}
+
+
 def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> None:
-    builder = _builder_root(ctx)
+    """The venv is always built by the host's own architecture; for a foreign image uv picks the
+    target's wheels (--python-platform), and the few packages without one come from a wheelhouse
+    built once under emulation."""
+    arch = board_module(ctx.config.board).ARCH
+    native = host.native_arch()
+    builder = _builder_root(ctx, native)
     tmp = entry.begin()
     (tmp / "requirements.txt").write_text("\n".join(reqs.requirements) + "\n")
     (tmp / "constraints.txt").write_text(reqs.constraints)
@@ -284,12 +380,17 @@ def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> No
     venv_in_builder = builder / VENV.lstrip("/")
     if venv_in_builder.exists():
         shutil.rmtree(venv_in_builder)
-    env = chroot_env(network=True) | {"UV_CACHE_DIR": "/var/cache/uv", "UV_LINK_MODE": "copy",
-                                      "UV_PYTHON_DOWNLOADS": "never", "UV_HTTP_TIMEOUT": "180"}
-    with mounted(builder, binds=[(uv_cache, "/var/cache/uv"), (tmp, "/build")], network=True):
+    env = chroot_env(network=True) | UV_ENV
+    binds = [(uv_cache, "/var/cache/uv"), (tmp, "/build")]
+    target: list[str] = []
+    if arch != native:
+        wheelhouse = _foreign_wheelhouse(ctx, builder, tmp, arch)
+        binds.append((wheelhouse, "/wheels"))
+        target = ["--python-platform", wheels.PLATFORMS[arch][0], "--find-links", "/wheels", "--no-build"]
+    with mounted(builder, binds=binds, network=True):
         run(["chroot", builder, "uv", "venv", "--seed", "--python", "/usr/bin/python3", VENV],
             env=env, inherit_env=False, logfile=ctx.logfile)
-        run(["chroot", builder, "uv", "pip", "install", "--python", f"{VENV}/bin/python",
+        run(["chroot", builder, "uv", "pip", "install", "--python", f"{VENV}/bin/python", *target,
              "--compile-bytecode", "-r", "/build/requirements.txt", "-c", "/build/constraints.txt"],
             env=env, inherit_env=False, logfile=ctx.logfile)
         frozen = run(["chroot", builder, "uv", "pip", "list", "--python", f"{VENV}/bin/python",
@@ -302,8 +403,56 @@ def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> No
     (site / "smartos-runtime-deps.pth").write_text("/data/python-deps/current\n")
     shutil.move(venv_in_builder, tmp / "venv")
     (tmp / "freeze.json").write_text(frozen)
+    (tmp / "built-wheels.json").write_text(json.dumps(ctx.facts.get("built_wheels", [])))
     entry.publish()
     entry.prune_others()
+
+
+def _foreign_wheelhouse(ctx: Context, builder: Path, work: Path, arch: str) -> Path:
+    """Wheels for the packages that publish none for arch, built once under emulation and kept in
+    the cache (wheels/<suite>-<arch>); the docs list which packages these are."""
+    wheelhouse = ctx.cache / "wheels" / f"{ctx.config.debian.suite}-{arch}"
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    env = chroot_env(network=True) | UV_ENV
+    platform = wheels.PLATFORMS[arch][0]
+    with mounted(builder, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
+        run(["chroot", builder, "uv", "pip", "compile", "--quiet", "--python-platform", platform,
+             "--python-version", ctx.python_version, "/build/requirements.txt",
+             "-c", "/build/constraints.txt", "-o", "/build/pylock.toml"],
+            env=env, inherit_env=False, logfile=ctx.logfile)
+    tags = wheels.supported_tags(arch, ctx.python_version)
+    sdists = wheels.sdist_only(work / "pylock.toml", arch, ctx.python_version)
+    ctx.facts["built_wheels"] = [f"{s.name}=={s.version}" for s in sdists]
+    missing = [s for s in sdists if not wheels.have_wheel(wheelhouse, s, tags)]
+    if not missing:
+        return wheelhouse
+    ctx.note(f"building {len(missing)} {arch} wheels under emulation (once): "
+             + ", ".join(f"{s.name}=={s.version}" for s in missing))
+    foreign = _builder_root(ctx, arch)
+    src = work / "sdists"
+    src.mkdir(exist_ok=True)
+    for sdist in missing:
+        wheels.download(sdist, src)
+    uv_version = run([host.uv_binary(), "--version"], capture=True).stdout.split()[1]
+    with mounted(builder, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
+        run(["chroot", builder, "uv", "pip", "install", "--quiet", "--python-platform", platform,
+             "--python", "/usr/bin/python3", "--target", "/build/uv-target", f"uv=={uv_version}"],
+            env=env, inherit_env=False, logfile=ctx.logfile)
+    shutil.copy(work / "uv-target/bin/uv", foreign / "usr/local/bin/uv")
+    out = work / "built"
+    out.mkdir(exist_ok=True)
+    with mounted(foreign, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
+        for sdist in missing:
+            run(["chroot", foreign, "uv", "build", "--wheel", "--out-dir", "/build/built",
+                 f"/build/sdists/{sdist.filename}"], env=env, inherit_env=False, logfile=ctx.logfile)
+    for whl in out.glob("*.whl"):
+        shutil.copy(whl, wheelhouse / f".{whl.name}.tmp")
+        (wheelhouse / f".{whl.name}.tmp").rename(wheelhouse / whl.name)
+    still = [s.name for s in missing if not wheels.have_wheel(wheelhouse, s, tags)]
+    if still:
+        raise SmartOSError(f"no {arch} wheel came out of building {', '.join(still)}",
+                           hint=f"see {ctx.logfile}")
+    return wheelhouse
 
 
 def _trim_venv(venv: Path) -> None:
@@ -327,11 +476,12 @@ def prepare_data(ctx: Context) -> None:
         data = ctx.workdir / "data"
         if data.exists():
             shutil.rmtree(data)
-        for sub in ("homeassistant", "journal", "ssh", "network", "smartos", "firewall",
+        for sub in ("homeassistant", "journal", "ssh", "network", "wifi", "smartos", "firewall",
                     "python-deps", "rauc", "wireguard"):
             (data / sub).mkdir(parents=True)
         os.chown(data / "homeassistant", HA_USER_UID, HA_USER_UID)
-        (data / "ssh").chmod(0o700)
+        for private in ("ssh", "wifi", "wireguard"):
+            (data / private).chmod(0o700)
         (data / "smartos" / "README").write_text(
             "This partition keeps what survives an OS update: Home Assistant's configuration,\n"
             "runtime-installed Python packages, ssh host keys, network settings and the journal.\n")
@@ -347,7 +497,9 @@ def finalize_rootfs(ctx: Context) -> None:
             dbus_id.unlink()
         for key in (root / "etc/ssh").glob("ssh_host_*"):
             key.unlink()
-        for junk in ("var/lib/apt/lists", "var/cache/apt", "var/log/journal"):
+        # The boot partition's mount points stay empty too: raspi-firmware's postinst copies the
+        # firmware into /boot/firmware; the builder writes the real boot partition.
+        for junk in ("var/lib/apt/lists", "var/cache/apt", "var/log/journal", "boot/firmware", "boot/efi"):
             for p in (root / junk).glob("*"):
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
@@ -383,7 +535,7 @@ def assemble_disk(ctx: Context) -> None:
         esp = plan.by_name(layout.ESP)
         esp_img = ctx.workdir / "esp.img"
         esp_img.unlink(missing_ok=True)
-        run(["mkfs.fat", "-F", "32", "-n", "SMARTOS-ESP", "-C", esp_img, str(esp.size_mib * 1024)],
+        run(["mkfs.fat", "-F", "32", "-n", "SMARTOS", "-C", esp_img, str(esp.size_mib * 1024)],
             logfile=ctx.logfile)
         run(["mcopy", "-s", "-i", esp_img, *sorted((ctx.workdir / "esp").iterdir()), "::/"],
             logfile=ctx.logfile)
@@ -485,10 +637,13 @@ def _manifest(ctx: Context) -> dict[str, Any]:
         "partitions": [dataclasses.asdict(p) for p in plan.partitions],
         "debian_packages": _debian_packages(ctx.rootfs),
         "python_packages": {p["name"]: p["version"] for p in ctx.facts.get("python_packages", [])},
+        # packages with no wheel for this architecture on PyPI, built by SmartOS's builder
+        "built_wheels": ctx.facts.get("built_wheels", []),
         "timings_s": ctx.timings,
     }
 
 
 def new_layout(ctx: Context) -> layout.Layout:
+    board = board_module(ctx.config.board)
     uuids = {name: str(uuid.uuid4()) for name in (layout.ESP, layout.ROOT_A, layout.ROOT_B, layout.DATA)}
-    return layout.plan(ctx.config.partitions, uuids)
+    return layout.plan(ctx.config.partitions, uuids, table=board.TABLE, disk_id=board.DISK_ID)

@@ -19,11 +19,15 @@ from .errors import SmartOSError
 from .run import Process, filter_file, interactive, run, spawn, stop
 
 
-def find_image(out: Path) -> Path:
-    images = sorted(list(out.glob("smartos-*.img")) + list(out.glob("smartos-*.img.xz")),
+def find_image(out: Path, board: str | None = None) -> Path:
+    """The newest image in out (of the board, when one is given)."""
+    suffix = f"-{board}" if board else ""
+    images = sorted(list(out.glob(f"smartos-*{suffix}.img")) + list(out.glob(f"smartos-*{suffix}.img.xz")),
                     key=lambda p: p.stat().st_mtime)
     if not images:
-        raise SmartOSError(f"no image in {out}", hint="build one first: sudo ./build.py")
+        what = f"{board} image" if board else "image"
+        raise SmartOSError(f"no {what} in {out}",
+                           hint=f"build one first: sudo ./build.py{' --board ' + board if board else ''}")
     return images[-1]
 
 

@@ -17,6 +17,10 @@ from smartos_image.run import run
 ARCH = "amd64"
 COMPONENTS = ("main",)
 PACKAGES = ("linux-image-amd64", "grub-efi-amd64-bin", "grub-common", "firmware-linux-free")
+DIVERTED: tuple[str, ...] = ()
+PATH_RULES: tuple[str, ...] = ()
+TABLE = "gpt"
+DISK_ID = ""
 QEMU_BINARY = "qemu-system-x86_64"
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MAX_TRIES = 3
