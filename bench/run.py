@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """SmartOS benchmarks: build times, image sizes and boot times on this machine.
 
-    sudo ~/.cache/smartos/venv/bin/python bench/run.py [--skip-cold] [--skip-boot]
+    sudo ~/.cache/smartos/venv/bin/python bench/run.py [--boards x86-64,rpi4] [--skip-cold]
+                                                       [--skip-boot] [--skip-release]
 
 Prints one figure a line (and a JSON summary at the end) for docs/benchmarks.md:
   cold build   caches of built trees (bootstrap, roles, venv, builder) removed; the download
@@ -9,6 +10,10 @@ Prints one figure a line (and a JSON summary at the end) for docs/benchmarks.md:
   rebuild      again, after changing one overlay file (only the later stages redo work)
   release      the same with compression: .img.xz, .bmap, checksums
   boot         QEMU (TCG) from power-on to an ssh banner and to Home Assistant's HTTP 200
+               (rpi4: QEMU's arm64 virt machine through the image's U-Boot script)
+With several boards, each cold build starts from the same state, and the ratio of each cold
+build to the x86-64 one is printed. Wheels built under emulation for packages with no aarch64
+wheel on PyPI (~/.cache/smartos/wheels) count as a download cache: they are kept.
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ OUT = REPO / "out" / "bench"
 BUILT_TREES = ("bootstrap", "configured", "venv", "builder")
 
 
-def smartos(*args: str) -> float:
+def smartos(board: str, *args: str) -> float:
     key = CACHE / "test-key" / "id_ed25519"
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     cli = Path(sys.executable).parent / "smartos"
     start = time.monotonic()
-    subprocess.run([str(cli), "--set", f"output_dir={OUT}", "--set",
+    subprocess.run([str(cli), "--board", board, "--set", f"output_dir={OUT / board}", "--set",
                     f"admin.ssh_key_files=[{key}.pub]", *args, "build"], check=True)
     return time.monotonic() - start
 
@@ -68,40 +73,64 @@ def boot(image: Path) -> dict[str, float]:
     return {"boot_to_ssh_s": round(ssh, 1), "boot_to_ha_http_200_s": round(ha, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--skip-cold", action="store_true")
-    ap.add_argument("--skip-boot", action="store_true")
-    args = ap.parse_args()
-    figures: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
-        f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**30} GiB"}
-    if OUT.exists():
-        shutil.rmtree(OUT)
+def bench_board(board: str, args: argparse.Namespace) -> dict[str, object]:
+    figures: dict[str, object] = {}
+    out = OUT / board
+    if out.exists():
+        shutil.rmtree(out)
     if not args.skip_cold:
         for kind in BUILT_TREES:
             shutil.rmtree(CACHE / kind, ignore_errors=True)
-        figures["cold_build_s"] = round(smartos("--set", "compress=false"), 1)
-        print(f"cold build (warm download cache): {figures['cold_build_s']} s", flush=True)
+        figures["cold_build_s"] = round(smartos(board, "--set", "compress=false"), 1)
+        print(f"{board}: cold build (warm download cache): {figures['cold_build_s']} s", flush=True)
     marker = REPO / "overlays" / "common" / "etc" / "smartos-bench-marker"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{time.time()}\n")
     try:
-        figures["rebuild_one_overlay_change_s"] = round(smartos("--set", "compress=false"), 1)
+        figures["rebuild_one_overlay_change_s"] = round(smartos(board, "--set", "compress=false"), 1)
     finally:
         marker.unlink()
-    print(f"rebuild after one overlay change: {figures['rebuild_one_overlay_change_s']} s", flush=True)
-    raw = next(OUT.glob("smartos-*.img"))
+    print(f"{board}: rebuild after one overlay change: {figures['rebuild_one_overlay_change_s']} s",
+          flush=True)
+    raw = next(out.glob("smartos-*.img"))
     figures["raw_image_mib"] = mib(raw)
     figures["raw_image_allocated_mib"] = used_mib(raw)
+    manifest = json.loads(next(out.glob("smartos-*.manifest.json")).read_text())
+    figures["stages_s"] = manifest["timings_s"]
     if not args.skip_boot:
         figures.update(boot(raw))
-        print(f"boot: ssh after {figures['boot_to_ssh_s']} s, Home Assistant 200 after "
+        print(f"{board}: boot: ssh after {figures['boot_to_ssh_s']} s, Home Assistant 200 after "
               f"{figures['boot_to_ha_http_200_s']} s", flush=True)
-    figures["release_build_s"] = round(smartos("--set", "compress=true"), 1)
-    xz = next(OUT.glob("smartos-*.img.xz"))
-    figures["img_xz_mib"] = mib(xz)
-    print(f"release build (with xz): {figures['release_build_s']} s, .img.xz {figures['img_xz_mib']} MiB")
+    if not args.skip_release:
+        figures["release_build_s"] = round(smartos(board, "--set", "compress=true"), 1)
+        xz = next(out.glob("smartos-*.img.xz"))
+        figures["img_xz_mib"] = mib(xz)
+        print(f"{board}: release build (with xz): {figures['release_build_s']} s, .img.xz "
+              f"{figures['img_xz_mib']} MiB", flush=True)
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--boards", default="x86-64", help="comma-separated, e.g. x86-64,rpi4")
+    ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--skip-boot", action="store_true")
+    ap.add_argument("--skip-release", action="store_true")
+    args = ap.parse_args()
+    figures: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
+        f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**30} GiB"}
+    boards = args.boards.split(",")
+    for board in boards:
+        figures[board] = bench_board(board, args)
+    base = figures.get("x86-64")
+    if isinstance(base, dict) and "cold_build_s" in base:
+        for board in boards:
+            other = figures[board]
+            if board != "x86-64" and isinstance(other, dict) and "cold_build_s" in other:
+                ratio = round(float(other["cold_build_s"]) / float(base["cold_build_s"]), 2)
+                other["cold_build_ratio_to_x86_64"] = ratio
+                print(f"{board}: cold build is {ratio}x the x86-64 cold build", flush=True)
     print(json.dumps(figures, indent=2))
 
 

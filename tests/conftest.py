@@ -1,5 +1,8 @@
-"""Shared fixtures: a built image and a booted VM, made once per test session.
+"""Shared fixtures: built images and a booted VM per board, made once per test session.
 
+The system tests run once per board in SMARTOS_TEST_BOARDS (default: x86-64 and rpi4; the rpi4
+image boots in QEMU's arm64 virt machine through its own U-Boot script). The Raspberry Pi
+structural tests build the boards in SMARTOS_TEST_PI_BOARDS (default: rpi4 and rpi3).
 Set SMARTOS_TEST_IMAGE=path/to/smartos-*.img to test an existing image instead of building one.
 """
 
@@ -8,13 +11,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "out" / "test"
+VM_BOARDS = os.environ.get("SMARTOS_TEST_BOARDS", "x86-64,rpi4").split(",")
+PI_BOARDS = os.environ.get("SMARTOS_TEST_PI_BOARDS", "rpi4,rpi3").split(",")
+if os.environ.get("SMARTOS_TEST_IMAGE"):
+    VM_BOARDS = [next(b for b in ("x86-64", "rpi4", "rpi3")
+                      if f"-{b}.img" in os.environ["SMARTOS_TEST_IMAGE"])]
 
 
 def cache_dir() -> Path:
@@ -44,16 +52,35 @@ def smartos(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def built_image(ssh_key: Path) -> Path:
+def image_for(ssh_key: Path) -> Callable[[str], Path]:
+    """Build a board's test image once per session (raw, uncompressed) and return its path."""
+    built: dict[str, Path] = {}
+
+    def build(board: str) -> Path:
+        if board not in built:
+            needs_root()
+            result = smartos("--board", board, "--set", f"admin.ssh_key_files=[{ssh_key}.pub]",
+                             "--set", f"output_dir={OUT}", "--set", "compress=false",
+                             "--set", "hostname=smartos-test", "build")
+            assert result.returncode == 0, result.stdout + result.stderr
+            images = list(OUT.glob(f"smartos-*-{board}.img"))
+            assert len(images) == 1, images
+            built[board] = images[0]
+        return built[board]
+
+    return build
+
+
+@pytest.fixture(scope="session", params=VM_BOARDS)
+def board(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def built_image(board: str, image_for: Callable[[str], Path]) -> Path:
     if os.environ.get("SMARTOS_TEST_IMAGE"):
         return Path(os.environ["SMARTOS_TEST_IMAGE"])
-    needs_root()
-    result = smartos("--set", f"admin.ssh_key_files=[{ssh_key}.pub]", "--set", f"output_dir={OUT}",
-                     "--set", "compress=false", "--set", "hostname=smartos-test", "build")
-    assert result.returncode == 0, result.stdout + result.stderr
-    images = list(OUT.glob("smartos-*-x86-64.img"))
-    assert len(images) == 1, images
-    return images[0]
+    return image_for(board)
 
 
 @pytest.fixture(scope="session")

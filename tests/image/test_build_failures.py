@@ -37,7 +37,10 @@ def test_interrupted_build_leaves_no_mounts_and_no_image(tmp_path: Path, ssh_key
     proc = subprocess.Popen([str(cli), "--set", f"output_dir={tmp_path}", "--set",
                              f"hostname=interrupt-{os.getpid()}", "--set",
                              f"admin.ssh_key_files=[{ssh_key}.pub]", "build"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # as from a terminal, also when the tests run as a background job
+                            # (which starts children with SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     seen = ""
     while time.monotonic() < deadline:

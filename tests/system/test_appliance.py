@@ -106,6 +106,13 @@ def test_per_device_identity_is_made_at_first_boot(host) -> None:
     assert not host.run("ls /etc/ssh/ssh_host_*").stdout.strip()
 
 
+def test_userspace_is_the_boards_architecture(host, board) -> None:
+    expected = {"x86-64": "x86_64", "rpi4": "aarch64", "rpi3": "aarch64"}[board]
+    assert host.check_output("uname -m") == expected
+    assert host.check_output("/opt/smartos/venv/bin/python -c 'import platform; print(platform.machine())'") \
+        == expected
+
+
 def test_appliance_basics(host) -> None:
     assert host.check_output("hostname") == "smartos-test"
     assert not host.package("modemmanager").is_installed
@@ -118,14 +125,24 @@ def test_appliance_basics(host) -> None:
     assert not host.check_output("systemctl --failed --plain --no-legend")
 
 
-def test_slot_a_is_booted_and_confirmed_once_healthy(host, ha_ready) -> None:
+def test_slot_a_is_booted_and_confirmed_once_healthy(host, board, ha_ready) -> None:
+    """The boot loader counted a try on slot A; the health gate's `rauc status mark-good` (through
+    RAUC's grub or uboot backend) gave it back once Home Assistant answered."""
     assert "rauc.slot=A" in host.file("/proc/cmdline").content_string
     host.run("sudo systemctl start smartos-health.service")  # waits for the gate if still running
     assert host.service("smartos-health.service").is_running or host.run(
         "systemctl is-active smartos-health.service").stdout.strip() == "active"
-    env = host.check_output("sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list")
-    assert "A_OK=1" in env
-    assert "A_TRY=0" in env, env
+    status = json.loads(host.check_output("sudo rauc status --output-format=json"))
+    assert status["booted"] == "A"
+    if board == "x86-64":
+        env = host.check_output("sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list")
+        assert "A_OK=1" in env
+        assert "A_TRY=0" in env, env
+    else:
+        # boot.scr took one try off (3 -> 2) when it booted A; mark-good set it back to 3
+        env = host.check_output("sudo fw_printenv")
+        assert "BOOT_A_LEFT=3" in env, env
+        assert "BOOT_ORDER=A" in env, env
 
 
 def _probe_wheel(path: Path) -> Path:

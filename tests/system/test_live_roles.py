@@ -14,7 +14,7 @@ pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]
 
 
-def apply_roles(ssh_key: Path, tmp_path: Path) -> str:
+def apply_roles(ssh_key: Path, tmp_path: Path, board: str) -> str:
     inventory = tmp_path / "inventory.ini"
     inventory.write_text(
         "[smartos]\nvm ansible_host=127.0.0.1 ansible_port=2222 ansible_user=admin "
@@ -22,7 +22,7 @@ def apply_roles(ssh_key: Path, tmp_path: Path) -> str:
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n"
         "[smartos:vars]\nansible_python_interpreter=/usr/bin/python3\n")
     # What the image build passed, as a fleet's host_vars would.
-    extra = {"base__hostname": "smartos-test", "ssh__admin_user": "admin",
+    extra = {"base__hostname": "smartos-test", "base__board": board, "ssh__admin_user": "admin",
              "ssh__authorized_keys": [Path(f"{ssh_key}.pub").read_text().strip()]}
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_PIPELINING="1", ANSIBLE_HOST_KEY_CHECKING="0")
@@ -34,9 +34,13 @@ def apply_roles(ssh_key: Path, tmp_path: Path) -> str:
     return result.stdout
 
 
-def test_roles_apply_to_the_running_device_idempotently(host, ssh_key: Path, tmp_path: Path) -> None:
-    apply_roles(ssh_key, tmp_path)
-    second = apply_roles(ssh_key, tmp_path)
+def test_roles_apply_to_the_running_device_idempotently(host, board, ssh_key: Path, tmp_path: Path) -> None:
+    if board != "x86-64":
+        pytest.skip("run on x86-64 only: the roles are the same for every board (the arm64 image "
+                    "build applies them with the Pi's settings), and two playbook runs in an "
+                    "emulated arm64 guest would add about 15 minutes")
+    apply_roles(ssh_key, tmp_path, board)
+    second = apply_roles(ssh_key, tmp_path, board)
     recap = re.search(r"^vm\s+:.*$", second, re.MULTILINE)
     assert recap, second[-2000:]
     assert "changed=0" in recap.group(0), recap.group(0)
