@@ -31,8 +31,10 @@ ARCH = "arm64"
 COMPONENTS = ("main", "non-free-firmware")  # raspi-firmware and the Wi-Fi firmware live there
 TABLE = "dos"
 DISK_ID = "534d4f53"  # "SMOS"; the same in roles/boards/rpi*.yml (the stable partition names)
+# firmware-brcm80211 + raspi-firmware's nvram files: the onboard Wi-Fi; bluez-firmware: its
+# Bluetooth half (BCM43430A1.hcd on the Pi 3 B, BCM4345C0.hcd on the Pi 3 B+ and 4).
 COMMON_PACKAGES = ("linux-image-arm64", "raspi-firmware", "u-boot-rpi", "libubootenv-tool",
-                   "firmware-brcm80211", "wpasupplicant")
+                   "firmware-brcm80211", "bluez-firmware", "wpasupplicant")
 # raspi-firmware's kernel and initramfs hooks copy kernel, initrd and DTBs into /boot/firmware and
 # rewrite config.txt (kernel= the bare kernel, bypassing U-Boot) on every kernel change. On
 # SmartOS the builder writes the boot partition and each slot carries its own kernel: the hooks

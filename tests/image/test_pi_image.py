@@ -155,6 +155,7 @@ def test_root_slot_is_configured_like_every_smartos_image(pi: PiImage) -> None:
     assert "MODULES=most" in pi.root_file("/etc/initramfs-tools/conf.d/smartos.conf")
     firmware = pi.root_names("/usr/lib/firmware/brcm")
     assert any(n.startswith("brcmfmac43455-sdio") for n in firmware)  # Pi 4 / 3 B+ Wi-Fi
+    assert {"BCM4345C0.hcd", "BCM43430A1.hcd"} <= set(firmware)  # their Bluetooth
 
 
 def test_every_native_binary_in_the_venv_is_aarch64(pi: PiImage, tmp_path: Path) -> None:
