@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smartos"
 OUT = REPO / "out" / "bench"
-BUILT_TREES = ("bootstrap", "configured", "venv", "builder")
+BUILT_TREES = ("bootstrap", "configured", "hass-venv", "builder")
 
 
 def smartos(board: str, *args: str) -> float:

@@ -32,6 +32,11 @@ def tree_files(*roots: Path) -> list[Path]:
     return out
 
 
+def _is_key(name: str) -> bool:
+    """Entry names are digest() keys; anything else in a kind's directory is not the cache's."""
+    return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
+
+
 class Entry:
     def __init__(self, cache_dir: Path, kind: str, key: str) -> None:
         self.path = cache_dir / kind / key
@@ -56,7 +61,7 @@ class Entry:
     def prune_others(self, keep: int = 4) -> None:
         """Keep the newest `keep` entries of this kind so the cache doesn't grow without end (room
         for one entry per board, x86-64, rpi4 and rpi3, plus the previous one)."""
-        siblings = sorted((p for p in self.path.parent.iterdir() if not p.name.startswith(".")),
+        siblings = sorted((p for p in self.path.parent.iterdir() if _is_key(p.name)),
                           key=lambda p: p.stat().st_mtime, reverse=True)
         for old in siblings[keep:]:
             if old != self.path:

@@ -336,7 +336,7 @@ def install_homeassistant(ctx: Context) -> None:
         ctx.facts["homeassistant"] = reqs.version
         board = board_module(ctx.config.board)
         key = cache.digest("venv-v5", board.ARCH, ctx.python_version, reqs.requirements, reqs.constraints)
-        entry = cache.Entry(ctx.cache, "venv", key)
+        entry = cache.Entry(ctx.cache, "hass-venv", key)
         ctx.note(f"Home Assistant {reqs.version}: {len(reqs.requirements) - 1} integration "
                  f"requirements from {len(reqs.integrations)} integrations")
         if not entry.exists():
