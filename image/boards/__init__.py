@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol
@@ -24,6 +25,31 @@ class BoardModule(Protocol):
 
     def qemu_args(self, image: Path, ssh_port: int, http_port: int, restrict: bool,
                   workdir: Path) -> list[str]: ...
+
+
+def fill(template: str, values: dict[str, object]) -> str:
+    """A boot-loader template with its @KEY@ placeholders replaced."""
+    for key, value in values.items():
+        template = template.replace(f"@{key}@", str(value))
+    return template
+
+
+def qemu_common(image: Path, ssh_port: int, http_port: int, restrict: bool) -> list[str]:
+    """What every board's VM shares: the accelerator, CPUs, memory, the disk and the network.
+
+    TCG unless asked: on some hosts /dev/kvm opens but KVM fails mid-boot, which no quick probe
+    catches. SMARTOS_ACCEL=kvm opts in (QEMU still falls back to TCG if KVM cannot start). User
+    networking with ssh and Home Assistant forwarded to 127.0.0.1 only.
+    """
+    accel = ["-accel", "tcg"]
+    if os.environ.get("SMARTOS_ACCEL") == "kvm":
+        accel = ["-accel", "kvm", "-accel", "tcg"]
+    net = f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{ssh_port}-:22," \
+          f"hostfwd=tcp:127.0.0.1:{http_port}-:8123"
+    if restrict:
+        net += ",restrict=on"
+    return [*accel, "-smp", "2", "-m", "2048", "-drive", f"file={image},format=qcow2,if=virtio",
+            "-nic", net]
 
 
 def board_module(board: Board) -> BoardModule:

@@ -18,7 +18,6 @@ firmware stage (start*.elf reading config.txt and starting U-Boot).
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 from smartos_image.errors import SmartOSError
 from smartos_image.layout import ESP, ROOT_A, ROOT_B, Layout
 from smartos_image.run import run
+
+from . import fill, qemu_common
 
 ARCH = "arm64"
 COMPONENTS = ("main", "non-free-firmware")  # raspi-firmware and the Wi-Fi firmware live there
@@ -52,8 +53,8 @@ ENV_SIZE = 0x4000
 # The kernel command line: cmdline.txt on the boot partition, which the firmware passes on in the
 # device tree. Serial console on the GPIO header's UART (ttyS1 with Debian's kernel on the Pi 3
 # and 4), screen on tty0. In QEMU (no firmware) boot.scr uses DEFAULT_ARGS instead.
-CMDLINE = "console=ttyS1,115200 console=tty0 rw rootwait panic=30 net.ifnames=0"
 DEFAULT_ARGS = "rw rootwait panic=30 net.ifnames=0"
+CMDLINE = f"console=ttyS1,115200 console=tty0 {DEFAULT_ARGS}"
 BOOT_CMD = Path(__file__).parent / "data" / "boot.cmd"
 
 
@@ -61,10 +62,7 @@ def boot_script(layout: Layout) -> str:
     values = {"BOOT_PART": layout.by_name(ESP).number, "A_PART": layout.by_name(ROOT_A).number,
               "B_PART": layout.by_name(ROOT_B).number, "DISK_ID": layout.disk_id,
               "MAX_TRIES": MAX_TRIES, "DEFAULT_ARGS": DEFAULT_ARGS}
-    text = BOOT_CMD.read_text()
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", str(value))
-    return text
+    return fill(BOOT_CMD.read_text(), values)
 
 
 def cmdline(layout: Layout) -> str:
@@ -139,13 +137,5 @@ def fill_boot_partition(rootfs: Path, esp: Path, layout: Layout, logfile: Path,
 def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path) -> list[str]:
     """QEMU's virt machine with U-Boot: the image's boot.scr, kernel, initrd and root slot run as
     on the Pi; the Pi firmware stage does not (there is no emulator for it here)."""
-    net = f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{ssh_port}-:22," \
-          f"hostfwd=tcp:127.0.0.1:{http_port}-:8123"
-    if restrict:
-        net += ",restrict=on"
-    accel = ["-accel", "kvm", "-accel", "tcg"] if os.environ.get("SMARTOS_ACCEL") == "kvm" else \
-        ["-accel", "tcg"]
-    return [QEMU_BINARY, "-machine", "virt", "-cpu", "cortex-a72", *accel, "-smp", "2", "-m", "2048",
-            "-bios", str(QEMU_UBOOT), "-drive", f"file={image},format=qcow2,if=virtio", "-nic", net]
-
-
+    return [QEMU_BINARY, "-machine", "virt", "-cpu", "cortex-a72",
+            *qemu_common(image, ssh_port, http_port, restrict), "-bios", str(QEMU_UBOOT)]

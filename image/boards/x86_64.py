@@ -7,12 +7,13 @@ have been counted; `rauc status mark-good` resets the count.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from smartos_image.layout import ROOT_A, ROOT_B, Layout
 from smartos_image.run import run
+
+from . import fill, qemu_common
 
 ARCH = "amd64"
 COMPONENTS = ("main",)
@@ -86,10 +87,7 @@ def grub_cfg(layout: Layout) -> str:
     a, b = layout.by_name(ROOT_A), layout.by_name(ROOT_B)
     values = {"A_NUM": a.number, "B_NUM": b.number, "A_UUID": a.uuid, "B_UUID": b.uuid,
               "CMDLINE": CMDLINE, "MAX_TRIES": MAX_TRIES}
-    cfg = GRUB_CFG
-    for key, value in values.items():
-        cfg = cfg.replace(f"@{key}@", str(value))
-    return cfg
+    return fill(GRUB_CFG, values)
 
 
 def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
@@ -108,15 +106,5 @@ def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
 
 
 def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path) -> list[str]:
-    # TCG unless asked: on some hosts /dev/kvm opens but KVM fails mid-boot, which no quick probe
-    # catches. SMARTOS_ACCEL=kvm opts in (QEMU still falls back to TCG if KVM cannot start).
-    accel = ["-accel", "tcg"]
-    if os.environ.get("SMARTOS_ACCEL") == "kvm":
-        accel = ["-accel", "kvm", "-accel", "tcg"]
-    net = f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{ssh_port}-:22," \
-          f"hostfwd=tcp:127.0.0.1:{http_port}-:8123"
-    if restrict:
-        net += ",restrict=on"
-    return [QEMU_BINARY, "-machine", "q35", *accel, "-smp", "2", "-m", "2048",
-            "-bios", str(OVMF), "-drive", f"file={image},format=qcow2,if=virtio",
-            "-nic", net]
+    return [QEMU_BINARY, "-machine", "q35", *qemu_common(image, ssh_port, http_port, restrict),
+            "-bios", str(OVMF)]
