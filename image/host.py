@@ -33,6 +33,7 @@ TOOLS = {
 _PI_TOOLS = {
     "mkimage": "u-boot-tools", "mkenvimage": "u-boot-tools",  # boot.scr and the slot state
     "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support",  # arm64 chroots
+    "arch-test": "arch-test",  # mmdebstrap's check that the host can run a foreign architecture
     "qemu-system-aarch64": "qemu-system-arm", "/usr/lib/u-boot/qemu_arm64/u-boot.bin": "u-boot-qemu",
 }
 BOARD_TOOLS: dict[Board, dict[str, str]] = {
@@ -43,6 +44,12 @@ BOARD_TOOLS: dict[Board, dict[str, str]] = {
 # Debian architecture -> the name binfmt_misc registers its emulator under
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# Debian architecture -> the CPU qemu-user presents to a foreign tree's programs. Its default,
+# "max", has pointer authentication, which Debian's arm64 binaries use on every function return
+# and which qemu computes in software: emulated programs ran 4-7x slower with it. The Cortex-A53
+# (Pi 3) has none and is the oldest core the images support, so nothing built under emulation can
+# pick an instruction a Pi 3 lacks.
+EMULATED_CPU = {"arm64": "cortex-a53"}
 
 
 def missing_tools(board: Board) -> dict[str, str]:
@@ -70,6 +77,13 @@ def native_arch() -> str:
     """The build host's Debian architecture."""
     machine = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def emulation_env(arch: str) -> dict[str, str]:
+    """Environment for programs that run (or start programs) in an arch root tree."""
+    if arch == native_arch() or arch not in EMULATED_CPU:
+        return {}
+    return {"QEMU_CPU": EMULATED_CPU[arch]}
 
 
 def check_emulation(arch: str, binfmt_dir: Path = BINFMT_DIR) -> None:
