@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .chroot import umount_below
+
 
 def digest(*parts: Any, files: Iterable[Path] = ()) -> str:
     """A short stable hash of JSON-able parts plus the names and contents of files."""
@@ -48,6 +50,7 @@ class Entry:
     def begin(self, create: bool = True) -> Path:
         """The temporary path to fill; create=False for tools that make the directory themselves."""
         if self.tmp.exists():
+            umount_below(self.tmp)  # an interrupted build's mounts, before deleting anything
             shutil.rmtree(self.tmp)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         if create:

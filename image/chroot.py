@@ -24,9 +24,17 @@ def umount_below(root: Path) -> None:
         run(["umount", "--lazy", point], check=False)
 
 
+def bind_read_only(src: Path, target: Path) -> None:
+    """Mount src (a directory or a file) over target, read-only: nothing writes through it."""
+    run(["mount", "--bind", src, target])
+    run(["mount", "-o", "remount,bind,ro", target])
+
+
 @contextmanager
-def mounted(root: Path, binds: Sequence[tuple[Path, str]] = (), network: bool = False) -> Iterator[None]:
-    """/proc, /sys and /dev inside root, plus read-write bind mounts of host directories.
+def mounted(root: Path, binds: Sequence[tuple[Path, str]] = (), network: bool = False,
+            read_only: Sequence[tuple[Path, str]] = ()) -> Iterator[None]:
+    """/proc, /sys and /dev inside root, plus read-write bind mounts of host directories and
+    read-only ones of host directories or files (a file over an existing file).
 
     With network, the host's resolver and CA bundle are copied in so HTTPS works from inside (this
     machine's TLS goes through a CA only the host knows).
@@ -46,6 +54,11 @@ def mounted(root: Path, binds: Sequence[tuple[Path, str]] = (), network: bool = 
             target = root / inside.lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             run(["mount", "--bind", host_dir, target])
+        for host_path, inside in read_only:
+            target = root / inside.lstrip("/")
+            if host_path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            bind_read_only(host_path, target)
         if network:
             resolv = root / "etc/resolv.conf"
             if resolv.is_symlink() or resolv.exists():

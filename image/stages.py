@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from . import __version__, cache, hass, host, layout, wheels
+from . import __version__, cache, hass, host, layout, native, wheels
 from .boards import board_module
-from .chroot import chroot_env, mounted
+from .chroot import chroot_env, mounted, umount_below
 from .context import Context
 from .errors import SmartOSError
 from .run import filter_file, run
@@ -30,13 +30,31 @@ DPKG_PATH_RULES = ("exclude=/usr/share/man/*", "exclude=/usr/share/info/*",
                    "exclude=/usr/share/doc/*", "include=/usr/share/doc/*/copyright")
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
 BUILDER_PACKAGES = ("python3-venv", "python3-dev", "gcc", "g++", "make", "pkg-config",
-                    "ca-certificates", "libffi-dev", "libssl-dev")
+                    "ca-certificates", "libffi-dev", "libssl-dev",
+                    # the native tools a foreign tree borrows (image/native.py)
+                    "patchelf", "kmod", "zstd", "cpio", "dracut-install")
+BUILTIN_LOCALE = "C.UTF-8"  # built into glibc; any other locale is generated (roles/base)
 
 
 def _cp_tree(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     run(["cp", "-a", "--reflink=auto", src, dst])
+
+
+def image_packages(ctx: Context) -> list[str]:
+    """Everything mmdebstrap installs: the roles' packages, the board's, the user's extras, and
+    the locales package only when the image's locale is not built into glibc (its postinst
+    alone took 50 s under arm64 emulation)."""
+    locale = [] if ctx.config.locale == BUILTIN_LOCALE else [
+        _role_default(ctx, "base", "base__locale_package")]
+    return [*role_packages(ctx), *board_module(ctx.config.board).PACKAGES,
+            *ctx.config.extra_packages, *locale]
+
+
+def _role_default(ctx: Context, role: str, key: str) -> str:
+    defaults = yaml.safe_load((ctx.repo / "roles" / role / "defaults" / "main.yml").read_text())
+    return str(defaults[key])
 
 
 def role_packages(ctx: Context) -> list[str]:
@@ -81,8 +99,26 @@ def _divert_hooks(paths: tuple[str, ...]) -> list[str]:
 def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path, arch: str,
                 components: tuple[str, ...], diverted: tuple[str, ...] = (),
                 path_rules: tuple[str, ...] = ()) -> None:
-    cfg = ctx.config
+    """mmdebstrap into target; a foreign-architecture tree borrows native tools while its packages
+    install (image/native.py), which needs the native builder tree first."""
     deb_cache.mkdir(parents=True, exist_ok=True)
+    env = host.emulation_env(arch)
+    overlay: list[str] = []
+    if arch != host.native_arch():
+        native_tree = _builder_root(ctx, host.native_arch())
+        overlay = native.mmdebstrap_options(native_tree)
+        env["PATH"] = f"{native.path_dir()}:{os.environ.get('PATH', '')}"
+    try:
+        _run_mmdebstrap(ctx, target, packages, deb_cache, arch, components, diverted, path_rules,
+                        overlay, env)
+    finally:
+        umount_below(target)
+
+
+def _run_mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path, arch: str,
+                    components: tuple[str, ...], diverted: tuple[str, ...], path_rules: tuple[str, ...],
+                    overlay: list[str], env: dict[str, str]) -> None:
+    cfg = ctx.config
     run(["mmdebstrap", "--mode=root", "--variant=minbase", f"--architectures={arch}",
          f"--components={','.join(components)}", "--skip=download/empty",
          "--skip=essential/unlink", "--aptopt=Acquire::Retries \"3\"",
@@ -90,6 +126,7 @@ def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path
          # stays in the image's dpkg config, so packages installed later follow it too.
          *(f"--dpkgopt=path-{rule}" for rule in (*DPKG_PATH_RULES, *path_rules)),
          *_divert_hooks(diverted),
+         *overlay,
          f"--include={','.join(sorted(set(packages)))}",
          '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
          # No initramfs while packages install (the kernel's and initramfs-tools' own runs): the
@@ -102,15 +139,17 @@ def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path
          f"--setup-hook=sync-in {deb_cache} /var/cache/apt/archives/",
          f"--customize-hook=sync-out /var/cache/apt/archives {deb_cache}",
          '--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb',
-         cfg.debian.suite.value, target, cfg.debian.mirror], logfile=ctx.logfile)
+         *([native.unmount_hook()] if overlay else []),  # the last hook: the tree as installed
+         cfg.debian.suite.value, target, cfg.debian.mirror],
+        env=env, logfile=ctx.logfile)
 
 
 def bootstrap(ctx: Context) -> None:
     """Debian base system with every package the roles and the board need (cached)."""
     cfg = ctx.config
     board = board_module(cfg.board)
-    packages = [*role_packages(ctx), *board.PACKAGES, *cfg.extra_packages]
-    key = cache.digest("bootstrap-v3", DPKG_PATH_RULES, board.PATH_RULES, board.DIVERTED, NO_OP,
+    packages = image_packages(ctx)
+    key = cache.digest("bootstrap-v4", DPKG_PATH_RULES, board.PATH_RULES, board.DIVERTED, NO_OP,
                        cfg.debian.suite, cfg.debian.mirror, board.ARCH, board.COMPONENTS,
                        sorted(set(packages)))
     entry = cache.Entry(ctx.cache, "bootstrap", key)
@@ -186,13 +225,14 @@ def ansible_command(ctx: Context, inventory: str, extra_vars: Path, *args: str) 
 
 
 def _ansible_env(ctx: Context) -> dict[str, str]:
-    return {"ANSIBLE_ROLES_PATH": str(ctx.repo / "roles"), "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_HOST_KEY_CHECKING": "0",
-            "ANSIBLE_LOCAL_TEMP": str(ctx.workdir / "ansible-tmp"),
-            "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACKS_ENABLED": "profile_tasks",
-            # One interpreter start per task instead of several shell commands around it: each
-            # start is an emulated process for a foreign-architecture tree.
-            "ANSIBLE_PIPELINING": "1"}
+    return host.emulation_env(board_module(ctx.config.board).ARCH) | {
+        "ANSIBLE_ROLES_PATH": str(ctx.repo / "roles"), "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_HOST_KEY_CHECKING": "0",
+        "ANSIBLE_LOCAL_TEMP": str(ctx.workdir / "ansible-tmp"),
+        "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACKS_ENABLED": "profile_tasks",
+        # One interpreter start per task instead of several shell commands around it: each
+        # start is an emulated process for a foreign-architecture tree.
+        "ANSIBLE_PIPELINING": "1"}
 
 
 def apply_roles(ctx: Context) -> None:
@@ -209,26 +249,27 @@ def apply_roles(ctx: Context) -> None:
             tmp = entry.begin(create=False)
             _cp_tree(ctx.facts["bootstrap_dir"], tmp)
             binds = [(_deb_cache(ctx), "/var/cache/apt/archives")]
+            read_only: list[tuple[Path, str]] = []
             connection: dict[str, Any] = {"ansible_become": False}  # root in the chroot already
             if host.native_arch() != board_module(ctx.config.board).ARCH:
-                binds.append((_builder_root(ctx, host.native_arch()), NATIVE_ROOT))
+                native_tree = _builder_root(ctx, host.native_arch())
+                read_only = [(native_tree, native.NATIVE_ROOT), *native.overlays(native_tree, tmp)]
                 connection["ansible_python_interpreter"] = _native_python(tmp)
             varfile = ctx.workdir / "ansible-vars.json"
             varfile.write_text(json.dumps(variables | connection))
-            with mounted(tmp, binds=binds):
+            with mounted(tmp, binds=binds, read_only=read_only):
                 run(ansible_command(ctx, f"{tmp},", varfile, "-c", "community.general.chroot"),
                     env=_ansible_env(ctx), logfile=ctx.logfile)
             for leftover in (tmp / "var/cache/apt/archives").glob("*.deb"):
                 leftover.unlink()
             if "ansible_python_interpreter" in connection:
                 (tmp / NATIVE_PYTHON.lstrip("/")).unlink()
-                (tmp / NATIVE_ROOT.lstrip("/")).rmdir()
+                (tmp / native.NATIVE_ROOT.lstrip("/")).rmdir()
             entry.publish()
             entry.prune_others()
         _materialize(ctx, entry.path)
 
 
-NATIVE_ROOT = "/run/smartos-native"
 NATIVE_PYTHON = "/tmp/smartos-native-python"
 
 
@@ -241,10 +282,10 @@ def _native_python(root: Path) -> str:
     (systemctl, useradd, update-initramfs, ...) are the target's, emulated."""
     triplet = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[host.native_arch()]
     loader = {"amd64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}[host.native_arch()]
-    libs = f"{NATIVE_ROOT}/usr/lib/{triplet}"
+    libs = f"{native.NATIVE_ROOT}/usr/lib/{triplet}"
     wrapper = root / NATIVE_PYTHON.lstrip("/")
     wrapper.write_text(f"#!/bin/sh\nexec {libs}/{loader} --library-path {libs} "
-                       f"{NATIVE_ROOT}/usr/bin/python3 \"$@\"\n")
+                       f"{native.NATIVE_ROOT}/usr/bin/python3 \"$@\"\n")
     wrapper.chmod(0o755)
     return NATIVE_PYTHON
 
@@ -304,22 +345,31 @@ def _write_os_release(ctx: Context) -> None:
 
 def _builder_root(ctx: Context, arch: str) -> Path:
     """A cached Debian tree of the image's suite with compilers, for building the venv (on the
-    host's architecture) and, under emulation, the few wheels a foreign target lacks."""
+    host's architecture) and, under emulation, the few wheels a foreign target lacks. The native
+    one also lends its tools to foreign trees (image/native.py)."""
     cfg = ctx.config
-    key = cache.digest("builder-v1", cfg.debian.suite, cfg.debian.mirror, arch, BUILDER_PACKAGES)
+    key = cache.digest("builder-v2", cfg.debian.suite, cfg.debian.mirror, arch, BUILDER_PACKAGES,
+                       native.OVERLAID, native.PATH_ONLY)
     entry = cache.Entry(ctx.cache, "builder", key)
     if not entry.exists():
         ctx.note(f"bootstrapping the {arch} builder (once per suite)")
         tmp = entry.begin(create=False)
         _mmdebstrap(ctx, tmp, list(BUILDER_PACKAGES), ctx.cache / "debs" / f"{cfg.debian.suite}-{arch}",
                     arch=arch, components=("main",))
+        if arch == host.native_arch():
+            native.install_tools(tmp, arch, ctx.logfile)
         entry.publish()
-    builder_py = _python_version(entry.path)
+        entry.prune_others()
+    return entry.path
+
+
+def _check_builder_python(ctx: Context, builder: Path) -> None:
+    """The venv is built by the builder's Python for the image's: the two must be the same."""
+    builder_py = _python_version(builder)
     if builder_py != ctx.python_version:
-        shutil.rmtree(entry.path)
+        shutil.rmtree(builder)
         raise SmartOSError(f"the venv builder has Python {builder_py} but the image has "
                            f"{ctx.python_version} (the mirror moved on)", hint="run the build again")
-    return entry.path
 
 
 def resolve_homeassistant(ctx: Context) -> hass.Requirements:
@@ -371,6 +421,7 @@ def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> No
     arch = board_module(ctx.config.board).ARCH
     native = host.native_arch()
     builder = _builder_root(ctx, native)
+    _check_builder_python(ctx, builder)
     tmp = entry.begin()
     (tmp / "requirements.txt").write_text("\n".join(reqs.requirements) + "\n")
     (tmp / "constraints.txt").write_text(reqs.constraints)
@@ -429,6 +480,7 @@ def _foreign_wheelhouse(ctx: Context, builder: Path, work: Path, arch: str) -> P
     ctx.note(f"building {len(missing)} {arch} wheels under emulation (once): "
              + ", ".join(f"{s.name}=={s.version}" for s in missing))
     foreign = _builder_root(ctx, arch)
+    _check_builder_python(ctx, foreign)
     src = work / "sdists"
     src.mkdir(exist_ok=True)
     for sdist in missing:
@@ -444,7 +496,8 @@ def _foreign_wheelhouse(ctx: Context, builder: Path, work: Path, arch: str) -> P
     with mounted(foreign, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
         for sdist in missing:
             run(["chroot", foreign, "uv", "build", "--wheel", "--out-dir", "/build/built",
-                 f"/build/sdists/{sdist.filename}"], env=env, inherit_env=False, logfile=ctx.logfile)
+                 f"/build/sdists/{sdist.filename}"], env=env | host.emulation_env(arch),
+                inherit_env=False, logfile=ctx.logfile)
     for whl in out.glob("*.whl"):
         shutil.copy(whl, wheelhouse / f".{whl.name}.tmp")
         (wheelhouse / f".{whl.name}.tmp").rename(wheelhouse / whl.name)

@@ -152,10 +152,83 @@ def test_root_slot_is_configured_like_every_smartos_image(pi: PiImage) -> None:
     assert "smartos.conf" in pi.root_names("/etc/ssh/sshd_config.d")
     assert "PasswordAuthentication no" in pi.root_file("/etc/ssh/sshd_config.d/smartos.conf")
     assert "smartos.service" in pi.root_names("/etc/systemd/system/multi-user.target.wants")
-    assert "MODULES=most" in pi.root_file("/etc/initramfs-tools/conf.d/smartos.conf")
+    assert "MODULES=list" in pi.root_file("/etc/initramfs-tools/conf.d/smartos.conf")
+    assert "auto_add_modules base mmc usb_storage scsi ata block" in pi.root_file(
+        "/etc/initramfs-tools/hooks/smartos-module-sets")
     firmware = pi.root_names("/usr/lib/firmware/brcm")
     assert any(n.startswith("brcmfmac43455-sdio") for n in firmware)  # Pi 4 / 3 B+ Wi-Fi
     assert {"BCM4345C0.hcd", "BCM43430A1.hcd"} <= set(firmware)  # their Bluetooth
+
+
+def elf_machines(tree: Path) -> dict[int, list[str]]:
+    """Every ELF file below tree, by its e_machine."""
+    machines: dict[int, list[str]] = {}
+    for dirpath, _, names in os.walk(tree):
+        for name in names:
+            p = Path(dirpath) / name
+            if p.is_symlink() or not p.is_file():
+                continue
+            with p.open("rb") as fh:
+                head = fh.read(20)
+            if head[:4] == b"\x7fELF":
+                machines.setdefault(struct.unpack("<H", head[18:20])[0], []).append(str(p.relative_to(tree)))
+    return machines
+
+
+def unpack_initramfs(blob: bytes, dest: Path) -> None:
+    """An initramfs as the kernel reads it: uncompressed newc cpio archives, then one compressed
+    (zstd) archive; here everything is written below dest."""
+    pos = 0
+    while blob[pos:pos + 6] == b"070701":
+        while True:
+            head = blob[pos:pos + 110]
+            fields = [int(head[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+            mode, filesize, namesize = fields[1], fields[6], fields[11]
+            name = blob[pos + 110:pos + 110 + namesize - 1].decode()
+            data = (pos + 110 + namesize + 3) & ~3
+            pos = (data + filesize + 3) & ~3
+            if name == "TRAILER!!!":
+                break
+            if mode & 0o170000 == 0o100000:
+                target = dest / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(blob[data:data + filesize])
+        while pos < len(blob) and blob[pos] == 0:
+            pos += 1
+    rest = subprocess.run(["zstd", "-dc"], input=blob[pos:], capture_output=True, check=True).stdout
+    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=rest, cwd=dest,
+                   check=True)
+
+
+def test_root_slot_and_initramfs_hold_only_arm64_programs(pi: PiImage, tmp_path: Path) -> None:
+    """The build borrows native x86-64 tools while packages install and the initramfs is made
+    (image/native.py); none of them may stay behind, in the slot or copied into the initramfs."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for top in ("usr", "etc", "var", "boot"):
+        pi.debugfs(f"rdump /{top} {root}")
+    # the venv (/opt) has its own test below; VideoCore firmware (machine 137) is the Pi GPU's
+    machines = {m: [f for f in files if not f.startswith("usr/lib/raspi-firmware/")]
+                for m, files in elf_machines(root).items()}
+    machines = {m: files for m, files in machines.items() if files}
+    assert set(machines) == {EM_AARCH64}, {m: files[:5] for m, files in machines.items()}
+    assert len(machines[EM_AARCH64]) > 500
+    initrd = next(root.glob("boot/initrd.img-*"))
+    unpacked = tmp_path / "initramfs"
+    unpacked.mkdir()
+    unpack_initramfs(initrd.read_bytes(), unpacked)
+    in_initrd = elf_machines(unpacked)
+    assert set(in_initrd) == {EM_AARCH64}, {m: files[:5] for m, files in in_initrd.items()}
+    modules = {p.name.split(".ko")[0].replace("-", "_") for p in unpacked.rglob("*.ko*")}
+    builtin = next(unpacked.glob("usr/lib/modules/*/modules.builtin")).read_text()
+    modules |= {Path(line).name.split(".ko")[0].replace("-", "_") for line in builtin.split()}
+    # SD card (Pi 4: emmc2 through sdhci-iproc; Pi 3: sdhost), USB disks (Pi 4: the VL805 on
+    # PCIe, released from reset by the firmware driver; Pi 3: dwc2), NVMe on a CM4, and the
+    # virtio disk QEMU boots it from. Built into Debian's kernel or modules in the initramfs.
+    for needed in ("mmc_block", "sdhci_iproc", "bcm2835", "pcie_brcmstb", "reset_raspberrypi",
+                   "xhci_pci", "dwc2", "usb_storage", "uas", "sd_mod", "nvme", "virtio_blk", "ext4"):
+        assert needed in modules, needed
+    assert not any(m.startswith(("r8169", "e1000", "igb")) for m in modules)  # no network drivers
 
 
 def test_every_native_binary_in_the_venv_is_aarch64(pi: PiImage, tmp_path: Path) -> None:
@@ -166,16 +239,7 @@ def test_every_native_binary_in_the_venv_is_aarch64(pi: PiImage, tmp_path: Path)
     out = tmp_path / "venv"
     out.mkdir()
     pi.debugfs(f"rdump /opt/smartos/venv {out}")
-    machines: dict[int, list[str]] = {}
-    for dirpath, _, names in os.walk(out):
-        for name in names:
-            p = Path(dirpath) / name
-            if p.is_symlink() or not p.is_file():
-                continue
-            with p.open("rb") as fh:
-                head = fh.read(20)
-            if head[:4] == b"\x7fELF":
-                machines.setdefault(struct.unpack("<H", head[18:20])[0], []).append(str(p.relative_to(out)))
+    machines = elf_machines(out)
     assert set(machines) == {EM_AARCH64}, {m: files[:5] for m, files in machines.items()}
     assert len(machines[EM_AARCH64]) > 100  # extension modules of ~70 packages, and ffmpeg
     assert any("imageio_ffmpeg/binaries/ffmpeg-linux-aarch64" in f for f in machines[EM_AARCH64])
