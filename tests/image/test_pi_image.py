@@ -153,8 +153,8 @@ def test_root_slot_is_configured_like_every_smartos_image(pi: PiImage) -> None:
     assert "PasswordAuthentication no" in pi.root_file("/etc/ssh/sshd_config.d/smartos.conf")
     assert "smartos.service" in pi.root_names("/etc/systemd/system/multi-user.target.wants")
     assert "MODULES=list" in pi.root_file("/etc/initramfs-tools/conf.d/smartos.conf")
-    assert "auto_add_modules base mmc usb_storage scsi ata block" in pi.root_file(
-        "/etc/initramfs-tools/hooks/smartos-module-sets")
+    assert "auto_add_modules base mmc usb_storage block" in pi.root_file(
+        "/etc/initramfs-tools/hooks/smartos")
     firmware = pi.root_names("/usr/lib/firmware/brcm")
     assert any(n.startswith("brcmfmac43455-sdio") for n in firmware)  # Pi 4 / 3 B+ Wi-Fi
     assert {"BCM4345C0.hcd", "BCM43430A1.hcd"} <= set(firmware)  # their Bluetooth
@@ -213,6 +213,10 @@ def test_root_slot_and_initramfs_hold_only_arm64_programs(pi: PiImage, tmp_path:
     machines = {m: files for m, files in machines.items() if files}
     assert set(machines) == {EM_AARCH64}, {m: files[:5] for m, files in machines.items()}
     assert len(machines[EM_AARCH64]) > 500
+    modules_dir = next(root.glob("usr/lib/modules/*"))
+    assert not list(modules_dir.rglob("*.ko.xz"))  # stored plain, compressed with the image
+    dep = (modules_dir / "modules.dep").read_text()
+    assert all((modules_dir / line.split(":")[0]).is_file() for line in dep.splitlines())
     initrd = next(root.glob("boot/initrd.img-*"))
     unpacked = tmp_path / "initramfs"
     unpacked.mkdir()
@@ -228,7 +232,9 @@ def test_root_slot_and_initramfs_hold_only_arm64_programs(pi: PiImage, tmp_path:
     for needed in ("mmc_block", "sdhci_iproc", "bcm2835", "pcie_brcmstb", "reset_raspberrypi",
                    "xhci_pci", "dwc2", "usb_storage", "uas", "sd_mod", "nvme", "virtio_blk", "ext4"):
         assert needed in modules, needed
-    assert not any(m.startswith(("r8169", "e1000", "igb")) for m in modules)  # no network drivers
+    # no network drivers, SCSI host adapters or udev hardware database: nothing root needs
+    assert not any(m.startswith(("r8169", "e1000", "igb", "lpfc", "qla2xxx", "megaraid")) for m in modules)
+    assert not list(unpacked.rglob("hwdb.bin"))
 
 
 def test_every_native_binary_in_the_venv_is_aarch64(pi: PiImage, tmp_path: Path) -> None:
