@@ -6,10 +6,13 @@ leaves a half-written entry behind under its final name.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +72,40 @@ class Entry:
         for old in siblings[keep:]:
             if old != self.path:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(cache_dir: Path, waiting: Callable[[str], None]) -> Iterator[None]:
+    """One build at a time per cache directory (a second one waits; waiting(holder's pid) says so).
+
+    Holding the lock, whatever a killed build left behind is cleared first: its mounts and its
+    temporary entries and work directories (a SIGKILL or a power cut runs no clean-up of its own).
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with (cache_dir / ".lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            waiting(lock.read().strip() or "unknown")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        clear_leftovers(cache_dir)
+        yield
+
+
+def clear_leftovers(cache_dir: Path) -> None:
+    """Unmount and delete the temporary entries (.KEY.tmp) and work directories of builds that
+    ended without cleaning up. Only call it holding exclusive(): a running build's are in use."""
+    leftovers = [p for kind in cache_dir.iterdir() if kind.is_dir() for p in kind.glob(".*.tmp")]
+    if (cache_dir / "work").is_dir():
+        leftovers += list((cache_dir / "work").iterdir())
+    for path in leftovers:
+        umount_below(path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

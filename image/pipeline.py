@@ -12,7 +12,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from . import stages
+from . import cache, stages
 from .chroot import umount_below
 from .config import Config
 from .context import Context
@@ -42,7 +42,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def build(config: Config, console: Console, debug: bool = False) -> Context:
     """Run every stage; on any failure or Ctrl-C leave no mounts and no half-written outputs."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def waiting(holder: str) -> None:
+        console.print(f"waiting for another build using {config.cache_dir} (pid {holder}) ...")
+
+    with cache.exclusive(config.cache_dir, waiting):
+        return _build(config, console, debug)
+
+
+def _build(config: Config, console: Console, debug: bool) -> Context:
     work = config.cache_dir / "work" / uuid.uuid4().hex[:8]
     work.mkdir(parents=True)
     logfile = config.output_dir / "build.log"

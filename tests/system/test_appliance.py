@@ -147,6 +147,9 @@ def test_slot_a_is_booted_and_confirmed_once_healthy(host, board, ha_ready) -> N
     """The boot loader counted a try on slot A; the health gate's `rauc status mark-good` (through
     RAUC's grub or uboot backend) gave it back once Home Assistant answered."""
     assert "rauc.slot=A" in host.file("/proc/cmdline").content_string
+    slot_state = "/boot/efi" if board == "x86-64" else "/boot/firmware"
+    assert host.mount_point(slot_state).exists, f"{slot_state} (the slot state) is not mounted"
+    assert slot_state in host.check_output("systemctl show -P RequiresMountsFor smartos-health.service")
     host.run("sudo systemctl start smartos-health.service")  # waits for the gate if still running
     assert host.service("smartos-health.service").is_running or host.run(
         "systemctl is-active smartos-health.service").stdout.strip() == "active"
