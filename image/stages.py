@@ -345,6 +345,10 @@ def install_overlays(ctx: Context) -> None:
                 shutil.copy(unit, unit_dir / unit.name)
                 units.append(unit.name)
         run(["systemctl", f"--root={ctx.rootfs}", "preset", *units], logfile=ctx.logfile)
+        # smartosctl and smartos-agent: run by the image's own python3 and Debian's python3-*
+        package = ctx.rootfs / "usr/lib/python3/dist-packages/smartos_cli"
+        shutil.copytree(ctx.repo / "cli" / "smartos_cli", package, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
         _write_os_release(ctx)
 
 

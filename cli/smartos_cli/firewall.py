@@ -1,0 +1,210 @@
+"""Inbound firewall rules an admin adds on the device (`smartosctl firewall`).
+
+The firewall role's ruleset (/etc/nftables.conf) drops inbound traffic by default, includes the
+rule files in /data/firewall ahead of its default ports (ssh, Home Assistant, mDNS), then opens
+those. smartosctl keeps the admin's rules as data (/data/smartos/firewall.json), renders them to
+/data/firewall/50-admin.nft and reloads the whole ruleset with one `nft -f`, which the kernel
+applies as one transaction: it takes all of it or none. First matching rule wins, in the order
+shown by `firewall show`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from .errors import CtlError, Exit
+from .paths import Paths
+from .run import run
+
+SSH_PORT = 22
+RULES_FILE = "50-admin.nft"
+_PORTS = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?/(\w+)$")
+
+
+class Action(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Proto(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: Action
+    proto: Proto
+    first_port: int
+    last_port: int
+    source: str | None = None  # a network in CIDR form; None: from anywhere
+
+    @property
+    def ports(self) -> str:
+        return str(self.first_port) if self.first_port == self.last_port else \
+            f"{self.first_port}-{self.last_port}"
+
+    def matches(self, proto: Proto, port: int, address: str | None) -> bool:
+        """Whether a connection to port from address (None: any address) hits this rule."""
+        if proto != self.proto or not self.first_port <= port <= self.last_port:
+            return False
+        if self.source is None:
+            return True
+        if address is None:
+            return False  # only some addresses: whoever is elsewhere falls through
+        ip = ipaddress.ip_address(address)
+        net = ipaddress.ip_network(self.source)
+        return ip.version == net.version and ip in net
+
+    def nft(self, number: int) -> str:
+        net = ipaddress.ip_network(self.source) if self.source else None
+        match = f"{'ip' if net.version == 4 else 'ip6'} saddr {net} " if net else ""
+        verdict = "accept" if self.action is Action.ALLOW else "drop"
+        return f'{match}{self.proto} dport {self.ports} {verdict} comment "smartosctl rule {number}"'
+
+    def describe(self) -> str:
+        return f"{self.action} {self.ports}/{self.proto} from {self.source or 'anywhere'}"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Ports the firewall role opens to everyone, after the admin's rules."""
+
+    tcp: tuple[int, ...] = (SSH_PORT, 8123)
+    udp: tuple[int, ...] = (5353,)
+
+    def allows(self, proto: Proto, port: int) -> bool:
+        return port in (self.tcp if proto is Proto.TCP else self.udp)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    defaults: Defaults
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+    def verdict(self, proto: Proto, port: int, address: str | None) -> Action:
+        for rule in self.rules:
+            if rule.matches(proto, port, address):
+                return rule.action
+        return Action.ALLOW if self.defaults.allows(proto, port) else Action.DENY
+
+    def as_dict(self) -> dict[str, object]:
+        return {"defaults": asdict(self.defaults),
+                "rules": [{"number": n, **asdict(r), "ports": r.ports}
+                          for n, r in enumerate(self.rules, 1)]}
+
+
+def parse_rule(action: str, ports: str, source: str | None = None) -> Rule:
+    """A rule from the command line's words; every mistake named before anything changes."""
+    try:
+        act = Action(action)
+    except ValueError:
+        raise CtlError(f"action: expected allow or deny, got {action!r}") from None
+    m = _PORTS.match(ports.strip().lower())
+    if not m:
+        raise CtlError(f"port: expected PORT/PROTO or FIRST-LAST/PROTO (e.g. 1883/tcp, "
+                       f"5000-5010/udp), got {ports!r}")
+    first, last = int(m[1]), int(m[2] or m[1])
+    try:
+        proto = Proto(m[3])
+    except ValueError:
+        raise CtlError(f"protocol: expected tcp or udp, got {m[3]!r}") from None
+    if not 1 <= first <= last <= 65535:
+        raise CtlError(f"port: expected 1-65535 (and FIRST <= LAST), got {ports!r}")
+    net: str | None = None
+    if source is not None:
+        try:
+            net = str(ipaddress.ip_network(source.strip(), strict=False))
+        except ValueError:
+            raise CtlError(f"--from: expected an address or network in CIDR form (e.g. "
+                           f"192.168.1.0/24, fd00::/8), got {source!r}") from None
+    return Rule(act, proto, first, last, net)
+
+
+def _rule_from(data: dict[str, object]) -> Rule:
+    return Rule(Action(str(data["action"])), Proto(str(data["proto"])), int(str(data["first_port"])),
+                int(str(data["last_port"])), str(data["source"]) if data.get("source") else None)
+
+
+def load(paths: Paths) -> Ruleset:
+    defaults = Defaults()
+    if paths.firewall_defaults.exists():
+        raw = json.loads(paths.firewall_defaults.read_text())
+        defaults = Defaults(tuple(raw.get("tcp", ())), tuple(raw.get("udp", ())))
+    rules: tuple[Rule, ...] = ()
+    if paths.firewall_rules.exists():
+        rules = tuple(_rule_from(r) for r in json.loads(paths.firewall_rules.read_text())["rules"])
+    return Ruleset(defaults, rules)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def render(rules: Sequence[Rule]) -> str:
+    lines = ["# Written by smartosctl firewall: edit with `smartosctl firewall allow|deny|remove`."]
+    lines += [rule.nft(n) for n, rule in enumerate(rules, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def apply(paths: Paths, rules: Sequence[Rule], nft: Sequence[str] = ("nft",)) -> None:
+    """Make rules the admin's rules: files first, then one atomic reload; on a failed reload the
+    previous files are put back and the kernel keeps the previous ruleset."""
+    rule_file = paths.firewall_include / RULES_FILE
+    previous = {p: p.read_text() if p.exists() else None for p in (rule_file, paths.firewall_rules)}
+    _write_atomically(rule_file, render(rules))
+    _write_atomically(paths.firewall_rules, json.dumps(
+        {"version": 1, "rules": [asdict(r) for r in rules]}, indent=2) + "\n")
+    result = run([*nft, "-f", paths.nftables_conf], check=False)
+    if result.returncode != 0:
+        for path, text in previous.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write_atomically(path, text)
+        raise CtlError(f"nft refused the new ruleset; nothing changed:\n{result.stderr.strip()}",
+                       code=Exit.FAILED)
+
+
+def _check_ssh(before: Ruleset, after: Ruleset, client: str | None, force: bool) -> None:
+    """Refuse (without force) a change that closes ssh to the admin's own address, or to everyone
+    when not called over ssh."""
+    if force or before.verdict(Proto.TCP, SSH_PORT, client) is Action.DENY:
+        return
+    if after.verdict(Proto.TCP, SSH_PORT, client) is Action.DENY:
+        who = f"your ssh connection from {client}" if client else "ssh from anywhere"
+        raise CtlError(f"this would block {who} to port {SSH_PORT}; nothing changed",
+                       hint="add --force if that is what you want", code=Exit.NOT_ALLOWED)
+
+
+def add(paths: Paths, rule: Rule, client: str | None = None, force: bool = False,
+        nft: Sequence[str] = ("nft",)) -> Ruleset:
+    before = load(paths)
+    if rule in before.rules:
+        return before
+    after = Ruleset(before.defaults, (*before.rules, rule))
+    _check_ssh(before, after, client, force)
+    apply(paths, after.rules, nft)
+    return after
+
+
+def remove(paths: Paths, number: int, client: str | None = None, force: bool = False,
+           nft: Sequence[str] = ("nft",)) -> Ruleset:
+    before = load(paths)
+    if not 1 <= number <= len(before.rules):
+        raise CtlError(f"no rule {number}: there are {len(before.rules)} (see smartosctl firewall show)")
+    after = Ruleset(before.defaults, before.rules[:number - 1] + before.rules[number:])
+    _check_ssh(before, after, client, force)
+    apply(paths, after.rules, nft)
+    return after

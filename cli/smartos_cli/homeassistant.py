@@ -1,0 +1,37 @@
+"""Home Assistant under the SmartOS service: start, stop, restart, its own config check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import CtlError, Exit
+from .run import run
+
+UNIT = "smartos.service"
+CONFIG_DIR = "/data/homeassistant"
+VENV = "/opt/smartos/venv"
+USER = "homeassistant"
+URL = "http://127.0.0.1:8123/manifest.json"
+VERBS = ("start", "stop", "restart")
+
+
+def control(verb: str) -> dict[str, Any]:
+    if verb not in VERBS:
+        raise CtlError(f"expected one of {', '.join(VERBS)}, got {verb!r}")
+    run(["systemctl", verb, UNIT], timeout=120)
+    return {"unit": UNIT, "verb": verb, "state": state()}
+
+
+def state() -> str:
+    """systemd's view of the service: active, activating, inactive, failed ..."""
+    return run(["systemctl", "is-active", UNIT], check=False).stdout.strip() or "unknown"
+
+
+def check_config(config: str = CONFIG_DIR, venv: str = VENV) -> dict[str, Any]:
+    """Home Assistant's own `check_config` script, as Home Assistant's user, on the live config."""
+    result = run(["runuser", "-u", USER, "--", f"{venv}/bin/python", "-m", "homeassistant",
+                  "--script", "check_config", "--config", config], check=False, timeout=600)
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        raise CtlError(f"the configuration has errors:\n{output[-3000:]}", code=Exit.FAILED)
+    return {"valid": True, "output": output[-3000:]}

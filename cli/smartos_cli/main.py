@@ -1,0 +1,245 @@
+"""smartosctl: maintain this SmartOS device. Every read command has --json.
+
+Exit codes: 0 done; 1 tried and failed; 2 bad input (nothing changed); 3 not allowed (or a
+lock-out refused without --force); 4 a service smartosctl needs is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import CtlError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors_to_exit(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CtlError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.secho(f"hint: {exc.hint}", fg="yellow", err=True)
+            sys.exit(int(exc.code))
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _client_address() -> str:
+    """The admin's own address when called over ssh (for the firewall's lock-out check)."""
+    return (os.environ.get("SSH_CLIENT") or os.environ.get("SSH_CONNECTION") or "").split(" ")[0]
+
+
+def _agent(area: str, method: str, signature: str = "", *args: Any) -> Any:
+    from .client import call
+
+    return call(area, method, signature, *args)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="smartosctl")
+def main() -> None:
+    """Maintain this SmartOS device (run it over ssh as the admin).
+
+    \b
+    status                      the device at a glance, and warnings
+    logs [ha|system|smartos]    the journal (--follow, --since 1h, --lines N)
+    ha start|stop|restart       Home Assistant's service; ha check-config
+    firewall show|allow|deny|remove   inbound rules (applied atomically)
+    update status               A/B slots and which one booted
+    reboot, shutdown
+
+    Exit codes: 0 done, 1 failed, 2 bad input (nothing changed), 3 not allowed,
+    4 a needed service is not running.
+    """
+
+
+@main.command()
+@json_option
+@_errors_to_exit
+def status(as_json: bool) -> None:
+    """OS, slot, Home Assistant, resources, addresses and warnings."""
+    from .status import collect
+
+    st = collect()
+    if as_json:
+        _echo_json(st.as_dict())
+        return
+    gib = 2**30
+    rows = [
+        ("SmartOS", f"{st.os_version} ({st.board}), slot {st.slot or '?'}"),
+        ("Home Assistant", f"{st.homeassistant_version or '?'}: {st.homeassistant_state}"
+         f"{', answering' if st.homeassistant_answers else ''} at {st.homeassistant_url}"),
+        ("Host", f"{st.hostname} ({st.mdns_name}), up {st.uptime_seconds // 3600} h "
+         f"{st.uptime_seconds % 3600 // 60} min"),
+        ("CPU", f"{st.cpu_percent:.0f}%, load {' '.join(f'{x:.2f}' for x in st.load)}"
+         + (f", {st.temperature_c:.0f} °C" if st.temperature_c is not None else "")),
+        ("Memory", f"{st.memory_used_percent:.0f}% of {st.memory_total_bytes / gib:.1f} GiB"),
+        *[(f"Disk {d.mount}", f"{d.percent:.0f}% of {d.total_bytes / gib:.1f} GiB") for d in st.disks],
+        *[(f"Address {nic}", ", ".join(ips)) for nic, ips in st.addresses.items()],
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+    for warning in st.warnings:
+        click.secho(f"warning: {warning}", fg="yellow")
+
+
+@main.command()
+@click.argument("source", type=click.Choice(["ha", "system", "smartos"]), default="ha")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--since", help="e.g. 10m, 2h, 3d or 2026-11-25T08:00.")
+@click.option("--lines", "-n", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@_errors_to_exit
+def logs(source: str, follow: bool, since: str | None, lines: int, as_json: bool) -> None:
+    """The journal of Home Assistant (ha), the SmartOS services and audit log (smartos) or all."""
+    from .logs import format_line, read
+
+    for entry in read(source, lines=lines, since=since, follow=follow):
+        click.echo(format_line(entry, as_json))
+
+
+@main.group()
+def ha() -> None:
+    """Home Assistant's service."""
+
+
+def _ha_verb(verb: str) -> None:
+    @ha.command(name=verb, help=f"{verb.capitalize()} Home Assistant's service.")
+    @json_option
+    @_errors_to_exit
+    def command(as_json: bool) -> None:
+        result = _agent("HomeAssistant", "Control", "s", verb)
+        _echo_json(result) if as_json else click.echo(f"Home Assistant: {result['state']}")
+
+
+for _verb in ("start", "stop", "restart"):
+    _ha_verb(_verb)
+
+
+@ha.command(name="check-config")
+@json_option
+@_errors_to_exit
+def check_config(as_json: bool) -> None:
+    """Run Home Assistant's own configuration check on the live configuration."""
+    result = _agent("HomeAssistant", "CheckConfig")
+    _echo_json(result) if as_json else click.echo("configuration valid")
+
+
+@main.group()
+def firewall() -> None:
+    """Inbound firewall rules (first match wins, then the default open ports)."""
+
+
+def _print_rules(data: dict[str, Any]) -> None:
+    d = data["defaults"]
+    ports = [f"{p}/tcp" for p in d["tcp"]] + [f"{p}/udp" for p in d["udp"]]
+    click.echo("default open ports: " + ", ".join(ports))
+    if not data["rules"]:
+        click.echo("no rules of your own (smartosctl firewall allow PORT/PROTO)")
+    for r in data["rules"]:
+        click.echo(f"{r['number']:>3}  {r['action']:<5} {r['ports']}/{r['proto']} "
+                   f"from {r['source'] or 'anywhere'}")
+
+
+@firewall.command(name="show")
+@json_option
+@_errors_to_exit
+def firewall_show(as_json: bool) -> None:
+    """The default open ports and your rules, numbered."""
+    from .firewall import load
+    from .paths import Paths
+
+    data = load(Paths()).as_dict()
+    _echo_json(data) if as_json else _print_rules(data)
+
+
+def _fw_change(action: str) -> None:
+    @firewall.command(name=action, help=f"{action.capitalize()} inbound PORT/PROTO (e.g. 1883/tcp, "
+                      "5000-5010/udp), from everyone or --from a CIDR network.")
+    @click.argument("ports")
+    @click.option("--from", "source", metavar="CIDR", help="Only this address or network.")
+    @click.option("--force", is_flag=True, help="Apply even if it would block your ssh connection.")
+    @json_option
+    @_errors_to_exit
+    def command(ports: str, source: str | None, force: bool, as_json: bool) -> None:
+        from .firewall import parse_rule
+
+        parse_rule(action, ports, source)  # a typo is reported here, before the agent is asked
+        data = _agent("Firewall", action.capitalize(), "sssb", ports, source or "", _client_address(),
+                      force)
+        _echo_json(data) if as_json else _print_rules(data)
+
+
+for _action in ("allow", "deny"):
+    _fw_change(_action)
+
+
+@firewall.command(name="remove")
+@click.argument("number", type=click.IntRange(min=1))
+@click.option("--force", is_flag=True, help="Apply even if it would block your ssh connection.")
+@json_option
+@_errors_to_exit
+def firewall_remove(number: int, force: bool, as_json: bool) -> None:
+    """Remove rule NUMBER (see firewall show)."""
+    data = _agent("Firewall", "Remove", "usb", number, _client_address(), force)
+    _echo_json(data) if as_json else _print_rules(data)
+
+
+@main.group()
+def update() -> None:
+    """OS updates: the A/B root slots."""
+
+
+@update.command(name="status")
+@json_option
+@_errors_to_exit
+def update_status(as_json: bool) -> None:
+    """Which slot booted, and each slot's state (RAUC)."""
+    from .run import run
+
+    data = json.loads(run(["rauc", "status", "--output-format=json"]).stdout)
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"booted: slot {data.get('booted')}  (boot loader's primary: {data.get('boot_primary')})")
+    for slot in data.get("slots", []):
+        for name, info in slot.items():
+            good = info.get("boot_status", "?")
+            click.echo(f"  {name}: {info.get('bootname', '?')} {info.get('state', '?')}, {good}")
+
+
+@main.command()
+@_errors_to_exit
+def reboot() -> None:
+    """Restart the device."""
+    _agent("System", "Reboot")
+    click.echo("rebooting")
+
+
+@main.command()
+@_errors_to_exit
+def shutdown() -> None:
+    """Power the device off."""
+    _agent("System", "Shutdown")
+    click.echo("shutting down")

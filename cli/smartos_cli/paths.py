@@ -1,0 +1,27 @@
+"""Where a SmartOS device keeps things. Tests pass their own Paths (a temporary tree)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path = Path("/data")                       # the data partition: survives OS updates
+    nftables_conf: Path = Path("/etc/nftables.conf")  # written by the firewall role
+    firewall_defaults: Path = Path("/etc/smartos/firewall.json")  # the role's open ports
+
+    @property
+    def state(self) -> Path:
+        """smartosctl's own settings (firewall rules, update channel, ...)."""
+        return self.data / "smartos"
+
+    @property
+    def firewall_rules(self) -> Path:
+        return self.state / "firewall.json"
+
+    @property
+    def firewall_include(self) -> Path:
+        """Rule files the role's ruleset includes ahead of its default ports."""
+        return self.data / "firewall"
