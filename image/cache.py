@@ -98,8 +98,11 @@ def exclusive(cache_dir: Path, waiting: Callable[[str], None]) -> Iterator[None]
 
 
 def clear_leftovers(cache_dir: Path) -> None:
-    """Unmount and delete the temporary entries (.KEY.tmp) and work directories of builds that
-    ended without cleaning up. Only call it holding exclusive(): a running build's are in use."""
+    """Unmount everything below the cache (a killed build's chroot mounts, also in finished
+    entries such as the builder tree it was using) and delete the temporary entries (.KEY.tmp)
+    and work directories of builds that ended without cleaning up. Only call it holding
+    exclusive(): a running build's are in use."""
+    umount_below(cache_dir)
     leftovers = [p for kind in cache_dir.iterdir() if kind.is_dir() for p in kind.glob(".*.tmp")]
     if (cache_dir / "work").is_dir():
         leftovers += list((cache_dir / "work").iterdir())

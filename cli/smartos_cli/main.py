@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -64,6 +65,9 @@ def main() -> None:
     status                      the device at a glance, and warnings
     logs [ha|system|smartos]    the journal (--follow, --since 1h, --lines N)
     ha start|stop|restart       Home Assistant's service; ha check-config
+    backup create|list|restore|delete   encrypted backups (--to a USB stick)
+    vpn enable|disable|show, vpn peer add|remove   WireGuard, with QR codes
+    radio list                  USB sticks and their stable names
     firewall show|allow|deny|remove   inbound rules (applied atomically)
     update status               A/B slots and which one booted
     reboot, shutdown
@@ -96,6 +100,7 @@ def status(as_json: bool) -> None:
         ("Memory", f"{st.memory_used_percent:.0f}% of {st.memory_total_bytes / gib:.1f} GiB"),
         *[(f"Disk {d.mount}", f"{d.percent:.0f}% of {d.total_bytes / gib:.1f} GiB") for d in st.disks],
         *[(f"Address {nic}", ", ".join(ips)) for nic, ips in st.addresses.items()],
+        ("Last backup", st.last_backup or "none (smartosctl backup create)"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -204,6 +209,209 @@ def firewall_remove(number: int, force: bool, as_json: bool) -> None:
     """Remove rule NUMBER (see firewall show)."""
     data = _agent("Firewall", "Remove", "usb", number, _client_address(), force)
     _echo_json(data) if as_json else _print_rules(data)
+
+
+@main.group(name="backup")
+def backup_group() -> None:
+    """Encrypted backups of Home Assistant's configuration and SmartOS's settings."""
+
+
+def _password(password_file: str | None, confirm: bool) -> str:
+    """From --password-file (- for stdin) or asked for on the terminal."""
+    if password_file == "-":
+        return sys.stdin.readline().rstrip("\n")
+    if password_file:
+        try:
+            return Path(password_file).read_text().splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise CtlError(f"--password-file: cannot read a password from {password_file}") from exc
+    if not sys.stdin.isatty():
+        raise CtlError("no password: give --password-file FILE (or - for stdin), or run it in a terminal")
+    return str(click.prompt("Backup password", hide_input=True, confirmation_prompt=confirm))
+
+
+password_option = click.option("--password-file", metavar="FILE",
+                               help="Read the password from FILE's first line (- for stdin).")
+
+
+def _print_backup(b: dict[str, Any]) -> None:
+    click.echo(f"{b['name']}  {b['size_bytes'] / 2**20:.1f} MiB  {b['created']}")
+
+
+@backup_group.command(name="create")
+@click.option("--to", "target_dir", metavar="DIR", help="Write it here (e.g. a mounted USB stick) "
+              "instead of /data/backups.")
+@password_option
+@json_option
+@_errors_to_exit
+def backup_create(target_dir: str | None, password_file: str | None, as_json: bool) -> None:
+    """Back up Home Assistant's configuration (its database consistently, while it runs) and
+    SmartOS's settings (firewall, network, Wi-Fi, VPN), encrypted with a password."""
+    password = _password(password_file, confirm=True)
+    target = str(Path(target_dir).resolve()) if target_dir else ""
+    info = _agent("Backup", "Create", "ss", target, password)
+    _echo_json(info) if as_json else _print_backup(info)
+
+
+@backup_group.command(name="list")
+@click.option("--dir", "directory", metavar="DIR", help="List this directory instead of /data/backups.")
+@json_option
+@_errors_to_exit
+def backup_list(directory: str | None, as_json: bool) -> None:
+    """Backups, newest first."""
+    from .backup import as_dict, list_backups
+    from .paths import Paths
+
+    found = [as_dict(b) for b in list_backups(Path(directory) if directory else Paths().backups)]
+    if as_json:
+        _echo_json(found)
+        return
+    for b in found:
+        _print_backup(b)
+    if not found:
+        click.echo("no backups yet (smartosctl backup create)")
+
+
+@backup_group.command(name="restore")
+@click.argument("name")
+@password_option
+@json_option
+@_errors_to_exit
+def backup_restore(name: str, password_file: str | None, as_json: bool) -> None:
+    """Restore backup NAME (from backup list, or a path). It is decrypted and checked first; a
+    wrong password or a damaged file changes nothing. Home Assistant restarts."""
+    password = _password(password_file, confirm=False)
+    target = str(Path(name).resolve()) if "/" in name else name
+    result = _agent("Backup", "Restore", "ss", target, password)
+    _echo_json(result) if as_json else click.echo(
+        f"restored {result['restored']} ({result['files']} files, made {result['created']} "
+        f"on {result['from_host']}); Home Assistant is starting")
+
+
+@backup_group.command(name="delete")
+@click.argument("name")
+@_errors_to_exit
+def backup_delete(name: str) -> None:
+    """Delete backup NAME from /data/backups."""
+    info = _agent("Backup", "Delete", "s", name)
+    click.echo(f"deleted {info['name']}")
+
+
+@main.group(name="vpn")
+def vpn_group() -> None:
+    """WireGuard: reach Home Assistant and ssh from your phone or laptop, anywhere."""
+
+
+def _print_vpn(data: dict[str, Any]) -> None:
+    state = "enabled" if data["enabled"] else "disabled"
+    port = f"udp {data['port']} {'open' if data['port_open'] else 'closed'}"
+    click.echo(f"VPN {state}, device {data['device_address']}, {port}, endpoint "
+               f"{data['endpoint'] or '(not set: smartosctl vpn enable --endpoint HOST)'}")
+    for p in data["peers"]:
+        seen = p.get("latest_handshake")
+        click.echo(f"  {p['name']:<16} {p['address']:<15} {p['public_key']}"
+                   + (f"  last handshake {seen}" if seen else ""))
+
+
+@vpn_group.command(name="enable")
+@click.option("--endpoint", metavar="HOST[:PORT]", help="The public address or dynamic-DNS name "
+              "peers dial (forward the UDP port to this box on your router).")
+@json_option
+@_errors_to_exit
+def vpn_enable(endpoint: str | None, as_json: bool) -> None:
+    """Start WireGuard (the port opens once there is a peer)."""
+    data = _agent("Vpn", "Enable", "s", endpoint or "")
+    _echo_json(data) if as_json else _print_vpn(data)
+
+
+@vpn_group.command(name="disable")
+@json_option
+@_errors_to_exit
+def vpn_disable(as_json: bool) -> None:
+    """Stop WireGuard and close its port (peers are kept)."""
+    data = _agent("Vpn", "Disable")
+    _echo_json(data) if as_json else _print_vpn(data)
+
+
+@vpn_group.command(name="show")
+@json_option
+@_errors_to_exit
+def vpn_show(as_json: bool) -> None:
+    """Settings, peers and their last handshake."""
+    data = _agent("Vpn", "Show")
+    _echo_json(data) if as_json else _print_vpn(data)
+
+
+@vpn_group.group(name="peer")
+def vpn_peer() -> None:
+    """Add or remove a device that may connect."""
+
+
+@vpn_peer.command(name="add")
+@click.argument("name")
+@json_option
+@_errors_to_exit
+def vpn_peer_add(name: str, as_json: bool) -> None:
+    """Add peer NAME; prints its WireGuard config and a QR code for the phone app (shown once:
+    its private key is not kept on the box)."""
+    from .vpn import check_name
+
+    check_name(name)
+    data = _agent("Vpn", "AddPeer", "s", name)
+    if as_json:
+        _echo_json(data)
+        return
+    import io
+
+    import segno
+
+    qr = io.StringIO()
+    segno.make(data["config"], error="l").terminal(out=qr, compact=True)
+    click.echo(qr.getvalue())
+    click.echo(data["config"])
+    if data["endpoint_is_local"]:
+        click.secho("note: the endpoint is this box's local address; for use away from home run "
+                    "smartosctl vpn enable --endpoint YOUR-PUBLIC-NAME and add the peer again",
+                    fg="yellow")
+    if not data["enabled"]:
+        click.secho("note: the VPN is disabled: smartosctl vpn enable", fg="yellow")
+
+
+@vpn_peer.command(name="remove")
+@click.argument("name")
+@json_option
+@_errors_to_exit
+def vpn_peer_remove(name: str, as_json: bool) -> None:
+    """Remove peer NAME (it can no longer connect)."""
+    data = _agent("Vpn", "RemovePeer", "s", name)
+    _echo_json(data) if as_json else _print_vpn(data)
+
+
+@main.group()
+def radio() -> None:
+    """USB radio sticks (Zigbee, Z-Wave, Thread)."""
+
+
+@radio.command(name="list")
+@json_option
+@_errors_to_exit
+def radio_list(as_json: bool) -> None:
+    """USB serial devices: what each is, its stable SmartOS names and its /dev/serial/by-id path."""
+    from .radio import list_radios
+
+    radios = [r.as_dict() for r in list_radios()]
+    if as_json:
+        _echo_json(radios)
+        return
+    for r in radios:
+        ident = f"{r['vendor_id']}:{r['product_id']}"
+        click.echo(f"{r['device']}  {r['kind']:<8} {ident}  {r['product'] or '?'}  "
+                   f"serial {r['serial'] or '?'}")
+        for link in [*r["links"], r["by_id"]]:
+            if link:
+                click.echo(f"    {link}")
+    if not radios:
+        click.echo("no USB serial devices (plug the stick in; see docs/radios.md)")
 
 
 @main.group()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import json
+import os
+import pwd
+from pathlib import Path
 from typing import Any
 
-from . import firewall, homeassistant
-from .agent import Caller, Op
+from . import backup, firewall, homeassistant, vpn
+from .agent import ADMIN_GROUP, Caller, Op
 from .paths import Paths
 from .run import run
 
@@ -31,6 +37,81 @@ def _ha_check_config(caller: Caller) -> dict[str, Any]:
     return homeassistant.check_config()
 
 
+def _backup_dir(target_dir: str) -> Path:
+    if target_dir:
+        return Path(target_dir)
+    PATHS.backups.mkdir(mode=0o750, exist_ok=True)
+    with contextlib.suppress(KeyError):  # the admin lists and copies them
+        os.chown(PATHS.backups, 0, grp.getgrnam(ADMIN_GROUP).gr_gid)
+    return PATHS.backups
+
+
+def _device_hooks() -> backup.Hooks:
+    def start() -> None:
+        run(["systemctl", "start", homeassistant.UNIT], timeout=120)
+        run(["nft", "-f", str(PATHS.nftables_conf)])  # the restored firewall rules
+        run(["networkctl", "reload"], check=False)
+
+    def stop() -> None:
+        run(["systemctl", "stop", homeassistant.UNIT], timeout=120)
+
+    ha = pwd.getpwnam(homeassistant.USER)
+    return backup.Hooks(stop=stop, start=start, owners={"homeassistant": (ha.pw_uid, ha.pw_gid)})
+
+
+def _backup_create(caller: Caller, target_dir: str, password: str) -> dict[str, Any]:
+    facts_file = Path("/etc/smartos/build.json")
+    facts = json.loads(facts_file.read_text()) if facts_file.exists() else {}
+    info = backup.create(PATHS.data, _backup_dir(target_dir), password,
+                         facts={"smartos": facts.get("version"), "homeassistant": facts.get("homeassistant"),
+                                "board": facts.get("board")})
+    if not target_dir:
+        os.chown(info.path, 0, PATHS.backups.stat().st_gid)
+    return backup.as_dict(info)
+
+
+def _backup_restore(caller: Caller, name: str, password: str) -> dict[str, Any]:
+    return backup.restore(PATHS.data, backup.find(PATHS.backups, name), password, _device_hooks())
+
+
+def _backup_delete(caller: Caller, name: str) -> dict[str, Any]:
+    return backup.as_dict(backup.delete(PATHS.backups, name))
+
+
+def _lan_address() -> str:
+    """Where peers on the same network reach the box, when no public endpoint was given."""
+    routes = json.loads(run(["ip", "-j", "route", "get", "192.0.2.1"], check=False).stdout or "[]")
+    return str(routes[0].get("prefsrc")) if routes and routes[0].get("prefsrc") else \
+        f"{os.uname().nodename}.local"
+
+
+def _vpn_enable(caller: Caller, endpoint: str) -> dict[str, Any]:
+    return vpn.enable(PATHS, vpn.Device(PATHS), endpoint or None).as_dict()
+
+
+def _vpn_disable(caller: Caller) -> dict[str, Any]:
+    return vpn.disable(PATHS, vpn.Device(PATHS)).as_dict()
+
+
+def _vpn_add_peer(caller: Caller, name: str) -> dict[str, Any]:
+    return vpn.add_peer(PATHS, vpn.Device(PATHS), name, _lan_address())
+
+
+def _vpn_remove_peer(caller: Caller, name: str) -> dict[str, Any]:
+    return vpn.remove_peer(PATHS, vpn.Device(PATHS), name).as_dict()
+
+
+def _vpn_show(caller: Caller) -> dict[str, Any]:
+    settings = vpn.load(PATHS)
+    handshakes: dict[str, int] = {}
+    if settings.enabled:
+        dump = run(["wg", "show", vpn.INTERFACE, "dump"], check=False).stdout.splitlines()[1:]
+        handshakes = {line.split("\t")[0]: int(line.split("\t")[4]) for line in dump if line.count("\t") >= 4}
+    peers = [{**p, "latest_handshake": handshakes.get(p["public_key"], 0)}
+             for p in settings.as_dict()["peers"]]
+    return {**settings.as_dict(), "peers": peers}
+
+
 def _power(verb: str):  # type: ignore[no-untyped-def]
     def power(caller: Caller) -> dict[str, Any]:
         # --no-block: the reply reaches the caller before the machine goes down
@@ -47,6 +128,14 @@ OPS: list[Op] = [
     Op("Firewall", "Remove", (("number", "u"), ("client", "s"), ("force", "b")), _firewall_remove),
     Op("HomeAssistant", "Control", (("verb", "s"),), _ha_control),
     Op("HomeAssistant", "CheckConfig", (), _ha_check_config, audited=False),
+    Op("Backup", "Create", (("target_dir", "s"), ("password", "s")), _backup_create),
+    Op("Backup", "Restore", (("name", "s"), ("password", "s")), _backup_restore),
+    Op("Backup", "Delete", (("name", "s"),), _backup_delete),
+    Op("Vpn", "Enable", (("endpoint", "s"),), _vpn_enable),
+    Op("Vpn", "Disable", (), _vpn_disable),
+    Op("Vpn", "AddPeer", (("name", "s"),), _vpn_add_peer),
+    Op("Vpn", "RemovePeer", (("name", "s"),), _vpn_remove_peer),
+    Op("Vpn", "Show", (), _vpn_show, audited=False),
     Op("System", "Reboot", (), _power("reboot")),
     Op("System", "Shutdown", (), _power("poweroff")),
 ]

@@ -18,8 +18,22 @@ class Paths:
         return self.data / "smartos"
 
     @property
+    def backups(self) -> Path:
+        """Where `smartosctl backup create` writes unless told --to (root, group smartos-admin)."""
+        return self.data / "backups"
+
+    @property
     def firewall_rules(self) -> Path:
         return self.state / "firewall.json"
+
+    @property
+    def vpn_settings(self) -> Path:
+        return self.state / "vpn.json"
+
+    @property
+    def wireguard(self) -> Path:
+        """/etc/wireguard links here (roles/vpn): keys and wg0.conf."""
+        return self.data / "wireguard"
 
     @property
     def firewall_include(self) -> Path:

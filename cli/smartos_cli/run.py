@@ -12,13 +12,13 @@ from .errors import CtlError, Exit
 
 
 def run(cmd: Sequence[str | Path], *, check: bool = True, input_text: str | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        timeout: float | None = None, pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[str]:
     argv = [str(c) for c in cmd]
     env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8")
     try:
         proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, env=env,
                               stdin=None if input_text is not None else subprocess.DEVNULL,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, pass_fds=pass_fds)
     except FileNotFoundError as exc:
         raise CtlError(f"{argv[0]} is not installed", code=Exit.UNAVAILABLE) from exc
     except subprocess.TimeoutExpired as exc:

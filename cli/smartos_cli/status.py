@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import homeassistant
+from .backup import list_backups
+from .paths import Paths
 
 DISK_WARN_PERCENT = 90
 BUILD_FACTS = Path("/etc/smartos/build.json")
@@ -46,6 +48,7 @@ class Status:
     temperature_c: float | None
     addresses: dict[str, list[str]]
     undervoltage: bool | None
+    last_backup: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,6 +123,7 @@ def collect(data_mount: str = "/data") -> Status:
         memory_total_bytes=memory.total, memory_used_percent=memory.percent,
         disks=disks, temperature_c=_temperature(psutil), addresses=addresses,
         undervoltage=_undervoltage(),
+        last_backup=next((b.created for b in list_backups(Paths(data=Path(data_mount)).backups)), None),
     )
     status.warnings = warnings(status)
     return status

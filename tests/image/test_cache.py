@@ -36,15 +36,17 @@ def _mounts_below(path: Path) -> list[str]:
 
 
 def test_a_killed_builds_mounts_and_temporary_entries_are_cleared(tmp_path: Path) -> None:
-    """What a SIGKILLed build leaves (a temporary entry with /proc still mounted in it, a work
-    directory) is gone once the next build holds the cache; finished entries stay."""
+    """What a SIGKILLed build leaves (a temporary entry with /proc still mounted in it, a mount in
+    a finished entry, a work directory) is gone once the next build holds the cache; finished
+    entries stay."""
     needs_root()
     stale = tmp_path / "configured" / f".{cache.digest('stale')}.tmp"
     (stale / "proc").mkdir(parents=True)
     run(["mount", "-t", "proc", "proc", stale / "proc"])
     (tmp_path / "work" / "0badc0de").mkdir(parents=True)
     kept = tmp_path / "configured" / cache.digest("kept")
-    kept.mkdir()
+    (kept / "proc").mkdir(parents=True)
+    run(["mount", "-t", "proc", "proc", kept / "proc"])  # a finished entry a killed build used
     (tmp_path / "pypi-homeassistant.json").write_text("{}")
     try:
         with cache.exclusive(tmp_path, lambda holder: None):
@@ -53,8 +55,8 @@ def test_a_killed_builds_mounts_and_temporary_entries_are_cleared(tmp_path: Path
             assert list((tmp_path / "work").iterdir()) == []
             assert kept.is_dir() and (tmp_path / "pypi-homeassistant.json").exists()
     finally:
-        if _mounts_below(tmp_path):
-            run(["umount", "--lazy", stale / "proc"])
+        for point in reversed(_mounts_below(tmp_path)):
+            run(["umount", "--lazy", point])
 
 
 def test_a_second_build_waits_for_the_first_and_names_it(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def render(**overrides: Any) -> str:
 
 TOKEN = re.compile(r'\s*([A-Z_]+)(?:\{([^}]*)\})?\s*(==|!=|\+=|=)\s*"([^"]*)"\s*(?:,|$)')
 MATCH_KEYS = {"ACTION", "SUBSYSTEM", "ATTRS", "ENV"}
-ASSIGN_KEYS = {"GROUP", "MODE", "SYMLINK", "OPTIONS", "GOTO", "LABEL"}
+ASSIGN_KEYS = {"GROUP", "MODE", "SYMLINK", "OPTIONS", "GOTO", "LABEL", "ENV"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,7 @@ class Result:
     group: str | None = None
     mode: str | None = None
     link_priority: int = 0
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def apply(rules: list[list[Token]], dev: Device) -> Result:
@@ -153,6 +154,9 @@ def apply(rules: list[list[Token]], dev: Device) -> Result:
                 result.link_priority = int(number)
             elif t.key == "GOTO":
                 goto = t.value
+            elif t.key == "ENV" and t.op == "=":
+                assert t.attr, t
+                result.env[t.attr] = t.value
     return result
 
 
@@ -252,6 +256,7 @@ def test_each_listed_stick_gets_its_names_group_and_mode(
     assert result.symlinks == {f"radios/{stick['name']}", stick["kind"]}
     assert result.group == "dialout"
     assert result.mode == "0660"
+    assert result.env == {"SMARTOS_RADIO": stick["name"], "SMARTOS_RADIO_KIND": stick["kind"]}
 
 
 def test_sticks_sharing_the_cp210x_id_are_told_apart_by_product(
@@ -378,6 +383,7 @@ def test_device_matching_two_entries_keeps_its_most_preferred_priority() -> None
         "radios/sonoff-zbdongle-p",
         "zigbee",
     }
+    assert apply(rules, upstairs).env["SMARTOS_RADIO"] == "zigbee-upstairs"  # the preferred entry
     assert links["zigbee"] == "ttyUSB0"
 
 

@@ -66,3 +66,54 @@ def test_ha_restart_goes_through_the_agent(host, ha_ready) -> None:
     assert out.rc == 0, out.stderr
     assert json.loads(out.stdout)["state"] in ("active", "activating")
     assert host.run("smartosctl ha sing").rc == 2
+
+
+def test_backup_create_change_restore_brings_the_file_back(host, ha_ready) -> None:
+    config = "/data/homeassistant/configuration.yaml"
+    original = host.check_output(f"sudo cat {config}")
+    made = host.run("echo 'correct horse battery' | smartosctl backup create --password-file - --json")
+    assert made.rc == 0, made.stderr
+    name = json.loads(made.stdout)["name"]
+    assert name in host.check_output("smartosctl backup list")
+    assert json.loads(host.check_output("smartosctl status --json"))["last_backup"]
+    host.run(f"echo 'broken: [' | sudo tee {config}")
+    wrong = host.run(f"echo 'not the password' | smartosctl backup restore {name} --password-file -")
+    assert wrong.rc == 2 and "wrong password" in wrong.stderr
+    assert host.check_output(f"sudo cat {config}") == "broken: ["
+    restored = host.run(f"echo 'correct horse battery' | smartosctl backup restore {name} --password-file -")
+    assert restored.rc == 0, restored.stderr
+    assert host.check_output(f"sudo cat {config}") == original
+    assert host.file(config).user == "homeassistant"
+    assert host.service("smartos").is_running
+    assert host.run(f"smartosctl backup delete {name}").rc == 0
+    assert name not in host.check_output("smartosctl backup list")
+
+
+def test_vpn_peer_add_opens_the_port_and_remove_closes_it(host) -> None:
+    assert host.run("smartosctl vpn enable --endpoint home.example.net").rc == 0
+    assert host.service("wg-quick@wg0").is_running
+    assert "51820" not in host.check_output("sudo nft list ruleset")
+    added = host.run("smartosctl vpn peer add phone")
+    assert added.rc == 0, added.stderr
+    assert "Endpoint = home.example.net:51820" in added.stdout and "\u2588" in added.stdout  # a QR code
+    assert "udp dport 51820 accept" in host.check_output("sudo nft list ruleset")
+    shown = json.loads(host.check_output("smartosctl vpn show --json"))
+    public = shown["peers"][0]["public_key"]
+    assert public in host.check_output("sudo wg show wg0 peers")
+    private = next(line.split(" = ", 1)[1] for line in added.stdout.splitlines()
+                   if line.startswith("PrivateKey"))
+    assert private not in host.check_output("sudo journalctl SMARTOS_AUDIT=1 -o json --no-pager")
+    assert host.run("smartosctl vpn peer remove laptop").rc == 2
+    assert host.run("smartosctl vpn peer remove phone").rc == 0
+    assert "51820" not in host.check_output("sudo nft list ruleset")
+    assert public not in host.check_output("sudo wg show wg0 peers")
+    assert host.run("smartosctl vpn disable").rc == 0
+    assert not host.service("wg-quick@wg0").is_running
+
+
+def test_radio_list_and_help_work_without_a_stick(host) -> None:
+    assert json.loads(host.check_output("smartosctl radio list --json")) == []
+    assert "no USB serial devices" in host.check_output("smartosctl radio list")
+    helptext = host.check_output("smartosctl --help")
+    for verb in ("status", "logs", "ha", "backup", "firewall", "vpn", "radio", "update", "reboot"):
+        assert verb in helptext
