@@ -349,6 +349,12 @@ def install_overlays(ctx: Context) -> None:
         package = ctx.rootfs / "usr/lib/python3/dist-packages/smartos_cli"
         shutil.copytree(ctx.repo / "cli" / "smartos_cli", package, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
+        # Its bash completion, made here once instead of by python3 at every ssh login.
+        from smartos_cli.main import completion_script
+
+        completions = ctx.rootfs / "usr/share/bash-completion/completions"
+        completions.mkdir(parents=True, exist_ok=True)
+        (completions / "smartosctl").write_text(completion_script("bash"))
         _write_os_release(ctx)
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 from .errors import CtlError, Exit
+from .files import write_atomically
 from .paths import Paths
 from .run import run
 
@@ -144,14 +143,6 @@ def load(paths: Paths) -> Ruleset:
     return Ruleset(defaults, rules)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def render(rules: Sequence[Rule]) -> str:
     lines = ["# Written by smartosctl firewall: edit with `smartosctl firewall allow|deny|remove`."]
     lines += [rule.nft(n) for n, rule in enumerate(rules, 1)]
@@ -163,8 +154,8 @@ def apply(paths: Paths, rules: Sequence[Rule], nft: Sequence[str] = ("nft",)) ->
     previous files are put back and the kernel keeps the previous ruleset."""
     rule_file = paths.firewall_include / RULES_FILE
     previous = {p: p.read_text() if p.exists() else None for p in (rule_file, paths.firewall_rules)}
-    _write_atomically(rule_file, render(rules))
-    _write_atomically(paths.firewall_rules, json.dumps(
+    write_atomically(rule_file, render(rules))
+    write_atomically(paths.firewall_rules, json.dumps(
         {"version": 1, "rules": [asdict(r) for r in rules]}, indent=2) + "\n")
     result = run([*nft, "-f", paths.nftables_conf], check=False)
     if result.returncode != 0:
@@ -172,7 +163,7 @@ def apply(paths: Paths, rules: Sequence[Rule], nft: Sequence[str] = ("nft",)) ->
             if text is None:
                 path.unlink(missing_ok=True)
             else:
-                _write_atomically(path, text)
+                write_atomically(path, text)
         raise CtlError(f"nft refused the new ruleset; nothing changed:\n{result.stderr.strip()}",
                        code=Exit.FAILED)
 

@@ -35,3 +35,24 @@ def check_config(config: str = CONFIG_DIR, venv: str = VENV) -> dict[str, Any]:
     if result.returncode != 0:
         raise CtlError(f"the configuration has errors:\n{output[-3000:]}", code=Exit.FAILED)
     return {"valid": True, "output": output[-3000:]}
+
+
+def main_pid() -> int:
+    return int(run(["systemctl", "show", "-P", "MainPID", UNIT], check=False).stdout.strip() or 0)
+
+
+def owns(pid: int) -> bool:
+    """Whether pid runs in Home Assistant's service (its cgroup)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            return f"/{UNIT}" in fh.read()
+    except OSError:
+        return False
+
+
+def stop() -> None:
+    run(["systemctl", "stop", UNIT], timeout=120)
+
+
+def start() -> None:
+    run(["systemctl", "start", UNIT], timeout=120)

@@ -67,9 +67,12 @@ def main() -> None:
     ha start|stop|restart       Home Assistant's service; ha check-config
     backup create|list|restore|delete   encrypted backups (--to a USB stick)
     vpn enable|disable|show, vpn peer add|remove   WireGuard, with QR codes
-    radio list                  USB sticks and their stable names
+    network show|hostname NAME|wifi SSID   addresses, NAME.local, Wi-Fi (kept across updates)
+    radio list, radio probe DEV USB sticks, their stable names and Zigbee firmware
     firewall show|allow|deny|remove   inbound rules (applied atomically)
     update status               A/B slots and which one booted
+    diagnostics                 a tarball for a bug report, secrets removed
+    completion [bash|zsh|fish]  tab completion (bash: already on for ssh logins)
     reboot, shutdown
 
     Exit codes: 0 done, 1 failed, 2 bad input (nothing changed), 3 not allowed,
@@ -216,7 +219,7 @@ def backup_group() -> None:
     """Encrypted backups of Home Assistant's configuration and SmartOS's settings."""
 
 
-def _password(password_file: str | None, confirm: bool) -> str:
+def _password(password_file: str | None, confirm: bool, prompt: str = "Backup password") -> str:
     """From --password-file (- for stdin) or asked for on the terminal."""
     if password_file == "-":
         return sys.stdin.readline().rstrip("\n")
@@ -227,7 +230,7 @@ def _password(password_file: str | None, confirm: bool) -> str:
             raise CtlError(f"--password-file: cannot read a password from {password_file}") from exc
     if not sys.stdin.isatty():
         raise CtlError("no password: give --password-file FILE (or - for stdin), or run it in a terminal")
-    return str(click.prompt("Backup password", hide_input=True, confirmation_prompt=confirm))
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
 password_option = click.option("--password-file", metavar="FILE",
@@ -387,6 +390,63 @@ def vpn_peer_remove(name: str, as_json: bool) -> None:
     _echo_json(data) if as_json else _print_vpn(data)
 
 
+@main.group(name="network")
+def network_group() -> None:
+    """Addresses, the hostname (NAME.local) and Wi-Fi; settings survive updates."""
+
+
+@network_group.command(name="show")
+@json_option
+@_errors_to_exit
+def network_show(as_json: bool) -> None:
+    """Interfaces and addresses, default routes, DNS servers, the hostname."""
+    from .network import show
+
+    data = show()
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"hostname {data['hostname']} ({data['mdns_name']})")
+    for nic in data["interfaces"]:
+        click.echo(f"{nic['name']:<8} {nic['state'] or '?':<8} {nic['mac'] or ''}  "
+                   f"{', '.join(nic['addresses'])}")
+    for route in data["default_routes"]:
+        click.echo(f"default via {route['via']} on {route['dev']}")
+    for line in data["dns"]:
+        click.echo(f"DNS {line}")
+
+
+@network_group.command(name="hostname")
+@click.argument("name")
+@json_option
+@_errors_to_exit
+def network_hostname(name: str, as_json: bool) -> None:
+    """Rename the box to NAME (reachable as NAME.local; Home Assistant at http://NAME.local:8123)."""
+    from .network import check_hostname
+
+    check_hostname(name)
+    data = _agent("Network", "SetHostname", "s", name)
+    _echo_json(data) if as_json else click.echo(f"hostname {data['hostname']} ({data['mdns_name']})")
+
+
+@network_group.command(name="wifi")
+@click.argument("ssid")
+@click.option("--country", required=True, metavar="CC",
+              help="Two-letter country code (the radio's regulatory domain).")
+@password_option
+@json_option
+@_errors_to_exit
+def network_wifi(ssid: str, country: str, password_file: str | None, as_json: bool) -> None:
+    """Join Wi-Fi network SSID (WPA2; the password is stored hashed on the data partition)."""
+    from .network import wifi_config
+
+    password = _password(password_file, confirm=False, prompt="Wi-Fi password")
+    wifi_config(ssid, password, country)  # a typo is reported before the agent is asked
+    data = _agent("Network", "SetWifi", "sss", ssid, password, country)
+    _echo_json(data) if as_json else click.echo(f"joining {data['ssid']} on {data['interface']} "
+                                                f"(smartosctl network show)")
+
+
 @main.group()
 def radio() -> None:
     """USB radio sticks (Zigbee, Z-Wave, Thread)."""
@@ -414,6 +474,24 @@ def radio_list(as_json: bool) -> None:
         click.echo("no USB serial devices (plug the stick in; see docs/radios.md)")
 
 
+@radio.command(name="probe")
+@click.argument("device")
+@click.option("--stop-ha", is_flag=True, help="Stop Home Assistant while probing if it holds the port "
+              "(it is started again after).")
+@json_option
+@_errors_to_exit
+def radio_probe(device: str, stop_ha: bool, as_json: bool) -> None:
+    """Identify the Zigbee firmware on DEVICE (e.g. /dev/zigbee) with Home Assistant's own radio
+    libraries: EZSP (bellows), Z-Stack (zigpy-znp), deCONZ (zigpy-deconz)."""
+    result = _agent("Radio", "Probe", "sb", str(Path(device).absolute()), stop_ha)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"{result['device']}: {result['stack']} firmware {result['firmware']} at "
+               f"{result['baudrate']} baud"
+               f"{', ' + result['board'] if result.get('board') else ''} ({result['library']})")
+
+
 @main.group()
 def update() -> None:
     """OS updates: the A/B root slots."""
@@ -435,6 +513,41 @@ def update_status(as_json: bool) -> None:
         for name, info in slot.items():
             good = info.get("boot_status", "?")
             click.echo(f"  {name}: {info.get('bootname', '?')} {info.get('state', '?')}, {good}")
+
+
+@main.command()
+@click.option("--to", "target_dir", metavar="DIR", default=".", show_default=True,
+              help="Where to write the tarball.")
+@json_option
+@_errors_to_exit
+def diagnostics(target_dir: str, as_json: bool) -> None:
+    """A tarball for a bug report: versions, status, journal, hardware, network, firewall and
+    configuration, with secrets removed (see the list inside before you share it)."""
+    result = _agent("Support", "Diagnostics", "s", str(Path(target_dir).resolve()))
+    _echo_json(result) if as_json else click.echo(
+        f"{result['path']} ({result['size_bytes'] / 2**20:.1f} MiB, {len(result['files'])} files)")
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def completion_script(shell: str) -> str:
+    """click's tab-completion script for smartosctl (the image ships the bash one)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None:
+        raise CtlError(f"expected one of {', '.join(SHELLS)}, got {shell!r}")
+    return str(cls(main, {}, "smartosctl", "_SMARTOSCTL_COMPLETE").source())
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(SHELLS), default="bash")
+@_errors_to_exit
+def completion(shell: str) -> None:
+    """Print the tab-completion script for SHELL. Bash logins on the box have it already; for zsh:
+    smartosctl completion zsh > ~/.zfunc/_smartosctl"""
+    click.echo(completion_script(shell))
 
 
 @main.command()

@@ -10,8 +10,9 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from . import backup, firewall, homeassistant, vpn
+from . import backup, diagnostics, firewall, homeassistant, network, radio, vpn
 from .agent import ADMIN_GROUP, Caller, Op
+from .errors import CtlError
 from .paths import Paths
 from .run import run
 
@@ -112,6 +113,26 @@ def _vpn_show(caller: Caller) -> dict[str, Any]:
     return {**settings.as_dict(), "peers": peers}
 
 
+def _diagnostics(caller: Caller, target_dir: str) -> dict[str, Any]:
+    target = Path(target_dir)
+    if not target.is_dir():
+        raise CtlError(f"--to: {target_dir} is not a directory")
+    user = pwd.getpwuid(caller.uid)
+    return diagnostics.create(PATHS.data, target, owner=(user.pw_uid, user.pw_gid))
+
+
+def _set_hostname(caller: Caller, name: str) -> dict[str, Any]:
+    return network.set_hostname(PATHS, name)
+
+
+def _set_wifi(caller: Caller, ssid: str, password: str, country: str) -> dict[str, Any]:
+    return network.set_wifi(PATHS, ssid, password, country)
+
+
+def _radio_probe(caller: Caller, device: str, stop_ha: bool) -> dict[str, Any]:
+    return radio.probe(device, stop_ha, homeassistant)
+
+
 def _power(verb: str):  # type: ignore[no-untyped-def]
     def power(caller: Caller) -> dict[str, Any]:
         # --no-block: the reply reaches the caller before the machine goes down
@@ -136,6 +157,10 @@ OPS: list[Op] = [
     Op("Vpn", "AddPeer", (("name", "s"),), _vpn_add_peer),
     Op("Vpn", "RemovePeer", (("name", "s"),), _vpn_remove_peer),
     Op("Vpn", "Show", (), _vpn_show, audited=False),
+    Op("Network", "SetHostname", (("name", "s"),), _set_hostname),
+    Op("Network", "SetWifi", (("ssid", "s"), ("password", "s"), ("country", "s")), _set_wifi),
+    Op("Radio", "Probe", (("device", "s"), ("stop_ha", "b")), _radio_probe),
+    Op("Support", "Diagnostics", (("target_dir", "s"),), _diagnostics, audited=False),
     Op("System", "Reboot", (), _power("reboot")),
     Op("System", "Shutdown", (), _power("poweroff")),
 ]

@@ -67,3 +67,67 @@ def list_radios() -> list[Radio]:
 
     context = pyudev.Context()
     return [describe(node, props) for node, props in usb_serial(context.list_devices(subsystem="tty"))]
+
+
+PROBE_SCRIPT = Path(__file__).with_name("radio_probe.py")
+
+
+def holders(device: str, proc: Path = Path("/proc")) -> dict[int, str]:
+    """Processes (pid: command name) that have device open."""
+    target = os.path.realpath(device)
+    found: dict[int, str] = {}
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            for fd in (pid_dir / "fd").iterdir():
+                if os.path.realpath(fd) == target:
+                    found[int(pid_dir.name)] = (pid_dir / "comm").read_text().strip()
+                    break
+        except OSError:
+            continue  # gone, or not ours to look at
+    return found
+
+
+def probe(device: str, stop_ha: bool, ha: Any, venv: str = "/opt/smartos/venv") -> dict[str, Any]:
+    """Identify the firmware on device with Home Assistant's own radio libraries. Refuses while a
+    process holds the port, unless that is Home Assistant and stop_ha: then it is stopped for the
+    probe and started again afterwards."""
+    import json
+    import stat
+
+    from .errors import CtlError, Exit
+    from .run import run
+
+    path = Path(device)
+    if not path.exists() or not stat.S_ISCHR(path.stat().st_mode):
+        raise CtlError(f"no serial device {device}", hint="smartosctl radio list")
+    held = holders(device)
+    ha_pid = ha.main_pid()
+    others = {pid: name for pid, name in held.items() if pid != ha_pid and not ha.owns(pid)}
+    if others:
+        who = ", ".join(f"{name} (pid {pid})" for pid, name in others.items())
+        raise CtlError(f"{device} is in use by {who}; nothing was sent to it", code=Exit.NOT_ALLOWED)
+    restart = False
+    if held:
+        if not stop_ha:
+            raise CtlError(f"Home Assistant is using {device}; nothing was sent to it",
+                           hint="add --stop-ha to stop it for the probe (it is started again after)",
+                           code=Exit.NOT_ALLOWED)
+        ha.stop()
+        restart = True
+    try:
+        result = run([f"{venv}/bin/python", "-I", PROBE_SCRIPT, str(path)], check=False, timeout=300)
+    finally:
+        if restart:
+            ha.start()
+    try:
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise CtlError(f"the probe failed: {result.stderr.strip()[-800:]}", code=Exit.FAILED) from None
+    if not answer.get("stack"):
+        raise CtlError(f"no Zigbee firmware answered on {device} (EZSP, Z-Stack, deCONZ tried)",
+                       hint="a Z-Wave or Thread stick? Or another baud rate: " + "; ".join(answer["tried"]),
+                       code=Exit.FAILED)
+    answer["home_assistant_restarted"] = restart
+    return dict(answer)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from .errors import CtlError, Exit
+from .files import write_atomically
 from .paths import Paths
 from .run import run
 
@@ -103,20 +102,11 @@ def load(paths: Paths) -> Settings:
                     endpoint=raw.get("endpoint", ""), peers=tuple(Peer(**p) for p in raw["peers"]))
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _server_private(paths: Paths) -> str:
     key_file = paths.wireguard / "server.key"
     if not key_file.exists():
         private, _ = keypair()
-        _write(key_file, private + "\n", 0o600)
+        write_atomically(key_file, private + "\n", 0o600)
     return key_file.read_text().strip()
 
 
@@ -177,7 +167,7 @@ class Device:
                 rule.exists() == after.port_open:
             return
         if after.port_open:
-            _write(rule, f"# smartosctl vpn: WireGuard, while enabled with peers\n"
+            write_atomically(rule, f"# smartosctl vpn: WireGuard, while enabled with peers\n"
                          f'udp dport {after.port} accept comment "smartosctl vpn"\n', 0o644)
         else:
             rule.unlink(missing_ok=True)
@@ -188,8 +178,8 @@ def _save(paths: Paths, before: Settings, after: Settings, device: Device) -> Se
     """Settings and wg0.conf first, then the live changes; if those fail, the files go back."""
     old_files = {p: p.read_text() if p.exists() else None
                  for p in (paths.vpn_settings, paths.wireguard / f"{INTERFACE}.conf")}
-    _write(paths.vpn_settings, json.dumps(asdict(after), indent=2) + "\n", 0o644)
-    _write(paths.wireguard / f"{INTERFACE}.conf", render(after, _server_private(paths)), 0o600)
+    write_atomically(paths.vpn_settings, json.dumps(asdict(after), indent=2) + "\n", 0o644)
+    write_atomically(paths.wireguard / f"{INTERFACE}.conf", render(after, _server_private(paths)), 0o600)
     try:
         device.apply(before, after)
     except BaseException:
@@ -197,7 +187,7 @@ def _save(paths: Paths, before: Settings, after: Settings, device: Device) -> Se
             if text is None:
                 path.unlink(missing_ok=True)
             else:
-                _write(path, text, 0o600 if path.suffix == ".conf" else 0o644)
+                write_atomically(path, text, 0o600 if path.suffix == ".conf" else 0o644)
         raise
     return after
 

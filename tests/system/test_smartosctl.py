@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -111,9 +115,113 @@ def test_vpn_peer_add_opens_the_port_and_remove_closes_it(host) -> None:
     assert not host.service("wg-quick@wg0").is_running
 
 
-def test_radio_list_and_help_work_without_a_stick(host) -> None:
+def test_radio_list_help_and_tab_completion(host) -> None:
     assert json.loads(host.check_output("smartosctl radio list --json")) == []
     assert "no USB serial devices" in host.check_output("smartosctl radio list")
+    assert "_smartosctl_completion" in host.check_output("bash -lic 'complete -p smartosctl' 2>/dev/null")
+    completed = host.check_output("COMP_WORDS='smartosctl fire' COMP_CWORD=1 "
+                                  "_SMARTOSCTL_COMPLETE=bash_complete smartosctl")
+    assert "firewall" in completed
     helptext = host.check_output("smartosctl --help")
     for verb in ("status", "logs", "ha", "backup", "firewall", "vpn", "radio", "update", "reboot"):
         assert verb in helptext
+
+
+def test_diagnostics_collects_logs_and_leaves_secrets_out(host) -> None:
+    host.run("echo 'api_password: hunter2hunter2' | sudo tee -a /data/homeassistant/secrets.yaml")
+    host.run("printf 'http:\\n  api_password: hunter2hunter2\\n' "
+             "| sudo tee /data/homeassistant/diag-test.yaml")
+    out = host.run("cd ~ && smartosctl diagnostics --json")
+    assert out.rc == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["path"].startswith("/home/admin/") and host.file(result["path"]).user == "admin"
+    assert {"journal/this-boot.txt", "status.json", "firewall/ruleset.nft", "rauc-status.json"} <= \
+        set(result["files"])
+    dump = host.check_output(f"tar xzOf {result['path']}")
+    assert "smartos.service" in dump and "hunter2hunter2" not in dump
+    assert "api_password: ***" in dump
+    host.run("sudo rm /data/homeassistant/diag-test.yaml " + result["path"])
+
+
+def test_network_show_and_a_hostname_that_outlives_an_update(host) -> None:
+    shown = json.loads(host.check_output("smartosctl network show --json"))
+    assert shown["hostname"] == "smartos-test"
+    assert any(a.startswith("10.0.2.15/") for nic in shown["interfaces"] for a in nic["addresses"])
+    assert shown["default_routes"][0]["via"] == "10.0.2.2"
+    assert host.run("smartosctl network hostname Bad_Name").rc == 2
+    assert host.run("smartosctl network hostname kitchen").rc == 0
+    assert host.check_output("hostname") == "kitchen"
+    assert host.file("/etc/hostname").content_string.strip() == "kitchen"
+    # what an update does (a new root slot with the image's name) and what the next boot does
+    host.run("echo smartos-test | sudo tee /etc/hostname && sudo hostname smartos-test")
+    assert host.run("sudo systemctl restart smartos-hostname.service").rc == 0
+    assert host.check_output("hostname") == "kitchen"
+    assert "127.0.1.1\tkitchen" in host.file("/etc/hosts").content_string
+    wifi = host.run("echo 'long enough' | smartosctl network wifi Home --country DE --password-file -")
+    assert wifi.rc == 4 and "no Wi-Fi adapter" in wifi.stderr  # QEMU's machine has none
+    host.run("echo smartos-test | sudo tee /data/smartos/hostname && sudo /usr/lib/smartos/apply-hostname "
+             "&& sudo rm /data/smartos/hostname")
+
+
+@pytest.fixture
+def ezsp_stick(host) -> Iterator[str]:
+    """A simulated EZSP stick on a pseudo-terminal in the VM (tests/system/ezsp_stick.py: no USB
+    stick can be attached to QEMU here), served with Home Assistant's own bellows."""
+    script = base64.b64encode((Path(__file__).parent / "ezsp_stick.py").read_bytes()).decode()
+    host.run(f"echo {script} | base64 -d > /tmp/ezsp_stick.py")
+    host.run("setsid nohup /opt/smartos/venv/bin/python /tmp/ezsp_stick.py > /tmp/stick.out 2>&1 "
+             "< /dev/null &")
+    for _ in range(60):
+        path = host.run("cat /tmp/stick.out").stdout.strip()
+        if path.startswith("/dev/pts/"):
+            break
+        time.sleep(1)
+    assert path.startswith("/dev/pts/"), host.run("cat /tmp/stick.out").stdout
+    host.run(f"sudo chgrp dialout {path} && sudo chmod 0660 {path}")  # as the radios udev rules do
+    yield path
+    host.run("pkill -f 'python /tmp/ezsp_stick.py'")
+
+
+def test_radio_probe_identifies_an_ezsp_stick_and_respects_home_assistant(host, ezsp_stick) -> None:
+    probe = host.run(f"smartosctl radio probe {ezsp_stick} --json")
+    assert probe.rc == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert (found["stack"], found["firmware"], found["board"], found["protocol_version"]) == \
+        ("ezsp", "7.4.4.0 build 0", "simulated-ezsp", 13)
+    assert found["library"].startswith("bellows ") and not found["home_assistant_restarted"]
+    assert host.run("smartosctl radio probe /dev/ttyUSB9").rc == 2
+    # Home Assistant's service holding the port (a stand-in for ZHA using the stick)
+    host.run("sudo mkdir -p /run/systemd/system/smartos.service.d && printf '[Service]\\nExecStart=\\n"
+             f"ExecStart=/bin/sh -c \"exec sleep 600 < {ezsp_stick}\"\\n' "
+             "| sudo tee /run/systemd/system/smartos.service.d/zz-test.conf "
+             "&& sudo systemctl daemon-reload && sudo systemctl restart smartos")
+    try:
+        refused = host.run(f"smartosctl radio probe {ezsp_stick}")
+        assert refused.rc == 3 and "Home Assistant is using" in refused.stderr
+        assert "--stop-ha" in refused.stderr
+        held = host.run(f"smartosctl radio probe {ezsp_stick} --stop-ha --json")
+        assert held.rc == 0, held.stderr
+        assert json.loads(held.stdout)["home_assistant_restarted"] is True
+        assert host.service("smartos").is_running  # started again after the probe
+        fds = host.check_output("sudo ls -l /proc/$(systemctl show -P MainPID smartos)/fd")
+        assert ezsp_stick in fds  # and holds the port again
+    finally:
+        host.run("sudo rm /run/systemd/system/smartos.service.d/zz-test.conf && sudo systemctl daemon-reload "
+                 "&& sudo systemctl restart smartos")
+
+
+def test_znp_and_deconz_probes_at_the_library_boundary(host) -> None:
+    """See radio_boundary.py: no such sticks or simulators here; the libraries are real."""
+    script = base64.b64encode((Path(__file__).parent / "radio_boundary.py").read_bytes()).decode()
+    host.run(f"echo {script} | base64 -d > /tmp/radio_boundary.py")
+    out = host.run("/opt/smartos/venv/bin/python /tmp/radio_boundary.py")
+    assert out.rc == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["znp"]["stack"], result["znp"]["firmware"], result["znp"]["baudrate"]) == \
+        ("znp", "Z-Stack 3.3 build 20230507", 115200)
+    assert result["znp"]["library"].startswith("zigpy-znp ")
+    assert (result["deconz"]["stack"], result["deconz"]["firmware"]) == ("deconz", "0x26780700")
+    assert result["deconz"]["library"].startswith("zigpy-deconz ")
+    assert result["nothing"]["stack"] is None
+    assert [t.split(":")[0] for t in result["nothing"]["tried"]] == \
+        ["ezsp@115200", "ezsp@460800", "znp@115200", "deconz@38400", "deconz@115200"]
