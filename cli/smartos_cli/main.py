@@ -103,6 +103,7 @@ def status(as_json: bool) -> None:
         ("Memory", f"{st.memory_used_percent:.0f}% of {st.memory_total_bytes / gib:.1f} GiB"),
         *[(f"Disk {d.mount}", f"{d.percent:.0f}% of {d.total_bytes / gib:.1f} GiB") for d in st.disks],
         *[(f"Address {nic}", ", ".join(ips)) for nic, ips in st.addresses.items()],
+        ("Radios", ", ".join(st.radios) or "none plugged in"),
         ("Last backup", st.last_backup or "none (smartosctl backup create)"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -49,6 +49,7 @@ class Status:
     addresses: dict[str, list[str]]
     undervoltage: bool | None
     last_backup: str | None = None
+    radios: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -125,8 +126,19 @@ def collect(data_mount: str = "/data") -> Status:
         undervoltage=_undervoltage(),
         last_backup=next((b.created for b in list_backups(Paths(data=Path(data_mount)).backups)), None),
     )
+    status.radios = _radios()
     status.warnings = warnings(status)
     return status
+
+
+def _radios() -> list[str]:
+    """USB serial devices, by SmartOS name where the udev rules know them."""
+    try:
+        from .radio import list_radios
+
+        return [f"{r.smartos_name or r.product or r.device} ({r.kind}, {r.device})" for r in list_radios()]
+    except ImportError:  # pyudev missing: say nothing rather than fail the whole status
+        return []
 
 
 def warnings(status: Status) -> list[str]:

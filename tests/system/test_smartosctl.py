@@ -22,6 +22,8 @@ def test_status_json_reports_the_slot_and_home_assistant(host, board, ha_ready) 
     assert status["mdns_name"] == "smartos-test.local"
     assert {d["mount"] for d in status["disks"]} == {"/", "/data"}
     assert any("10.0.2.15" in ips for ips in status["addresses"].values())
+    assert status["radios"] == []  # QEMU's machine has no USB stick
+    assert status["temperature_c"] is None or 0 < status["temperature_c"] < 110
     text = host.check_output("smartosctl status")
     assert "slot A" in text and "Home Assistant" in text
 
@@ -225,3 +227,17 @@ def test_znp_and_deconz_probes_at_the_library_boundary(host) -> None:
     assert result["nothing"]["stack"] is None
     assert [t.split(":")[0] for t in result["nothing"]["tried"]] == \
         ["ezsp@115200", "ezsp@460800", "znp@115200", "deconz@38400", "deconz@115200"]
+
+
+def test_ha_check_config_runs_home_assistants_own_check(host, ha_ready) -> None:
+    out = host.run("smartosctl ha check-config --json")
+    assert out.rc == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["valid"] is True
+    config = "/data/homeassistant/configuration.yaml"
+    host.run(f"sudo cp -p {config} /tmp/configuration.yaml.orig")
+    host.run(f"printf 'homeassistant:\\n  unit_system: furlongs\\n' | sudo tee -a {config}")
+    try:
+        bad = host.run("smartosctl ha check-config")
+        assert bad.rc == 1 and "unit_system" in bad.stderr, bad.stdout + bad.stderr
+    finally:
+        host.run(f"sudo cp -p /tmp/configuration.yaml.orig {config}")
