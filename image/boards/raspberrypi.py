@@ -44,7 +44,14 @@ DIVERTED = ("/etc/kernel/postinst.d/z50-raspi-firmware", "/etc/kernel/postrm.d/z
             "/etc/initramfs/post-update.d/z50-raspi-firmware")
 # Debian's arm64 kernel package carries device trees for every arm64 board it supports (56 MB);
 # a Pi image keeps the Broadcom ones (the boot partition gets its models' from there).
-PATH_RULES = ("exclude=/usr/lib/linux-image-*/*", "include=/usr/lib/linux-image-*/broadcom/*")
+# Its display drivers for graphics cards and other vendors' SoCs no Pi 3 or 4 can have are left
+# out too (4 MiB of the .img.xz); the Pi's own (vc4, v3d), virtio (QEMU) and udl (USB
+# displays) stay.
+FOREIGN_GPUS = ("amd", "radeon", "nouveau", "xe", "ast", "qxl", "vmwgfx", "hyperv", "msm", "tegra",
+                "mediatek", "rockchip", "sun4i", "meson", "imx", "etnaviv", "lima", "panfrost",
+                "panthor", "hisilicon", "tidss", "mxsfb", "arm")
+PATH_RULES = ("exclude=/usr/lib/linux-image-*/*", "include=/usr/lib/linux-image-*/broadcom/*",
+              *(f"exclude=/usr/lib/modules/*/kernel/drivers/gpu/drm/{gpu}/*" for gpu in FOREIGN_GPUS))
 QEMU_BINARY = "qemu-system-aarch64"
 QEMU_UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")  # Debian's u-boot-qemu
 UBOOT = "usr/lib/u-boot/rpi_arm64/u-boot.bin"
