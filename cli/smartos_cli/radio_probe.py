@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import importlib.metadata
 import json
 import sys
@@ -82,10 +83,16 @@ PROBES: dict[str, tuple[Callable[[str, int], Awaitable[dict[str, Any]]], tuple[i
 }
 
 
+LIBRARIES = {"ezsp": ("bellows.ezsp",), "znp": ("zigpy_znp.api", "zigpy_znp.config"),
+             "deconz": ("zigpy_deconz.api",)}
+
+
 async def probe(path: str, stacks: list[str]) -> dict[str, Any]:
     tried = []
     for stack in stacks:
         fn, rates = PROBES[stack]
+        for module in LIBRARIES[stack]:  # imported before the clock starts (slow on a Pi)
+            importlib.import_module(module)
         for rate in rates:
             try:
                 result = await asyncio.wait_for(fn(path, rate), TIMEOUT_S)
