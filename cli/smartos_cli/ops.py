@@ -49,9 +49,12 @@ def _backup_dir(target_dir: str) -> Path:
 
 def _device_hooks() -> backup.Hooks:
     def start() -> None:
-        run(["systemctl", "start", homeassistant.UNIT], timeout=120)
-        run(["nft", "-f", str(PATHS.nftables_conf)])  # the restored firewall rules
+        # /etc/systemd/network is a bind mount of /data/network: mount the restored directory
+        # (the bind still holds the one moved aside), then let networkd read it
+        run(["systemctl", "restart", "etc-systemd-network.mount"], check=False)
         run(["networkctl", "reload"], check=False)
+        run(["nft", "-f", str(PATHS.nftables_conf)])  # the restored firewall rules
+        run(["systemctl", "start", homeassistant.UNIT], timeout=120)
 
     def stop() -> None:
         run(["systemctl", "stop", homeassistant.UNIT], timeout=120)

@@ -106,5 +106,8 @@ def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
 
 
 def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path) -> list[str]:
+    # noreboot=off: the chipset's TCO watchdog resets the machine when it expires, as on real
+    # boards (QEMU's default only logs it), so a reboot that hangs is ended by the watchdog
+    # systemd arms for it (RebootWatchdogSec, roles/base).
     return [QEMU_BINARY, "-machine", "q35", *qemu_common(image, ssh_port, http_port, restrict),
-            "-bios", str(OVMF)]
+            "-global", "ICH9-LPC.noreboot=off", "-bios", str(OVMF)]
