@@ -106,8 +106,7 @@ def clear_leftovers(cache_dir: Path) -> None:
     leftovers = [p for kind in cache_dir.iterdir() if kind.is_dir() for p in kind.glob(".*.tmp")]
     if (cache_dir / "work").is_dir():
         leftovers += list((cache_dir / "work").iterdir())
-    for path in leftovers:
-        umount_below(path)
+    for path in leftovers:  # unmounted above
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:

@@ -54,13 +54,11 @@ def _device_hooks() -> backup.Hooks:
         run(["systemctl", "restart", "etc-systemd-network.mount"], check=False)
         run(["networkctl", "reload"], check=False)
         run(["nft", "-f", str(PATHS.nftables_conf)])  # the restored firewall rules
-        run(["systemctl", "start", homeassistant.UNIT], timeout=120)
-
-    def stop() -> None:
-        run(["systemctl", "stop", homeassistant.UNIT], timeout=120)
+        homeassistant.start()
 
     ha = pwd.getpwnam(homeassistant.USER)
-    return backup.Hooks(stop=stop, start=start, owners={"homeassistant": (ha.pw_uid, ha.pw_gid)})
+    return backup.Hooks(stop=homeassistant.stop, start=start,
+                        owners={"homeassistant": (ha.pw_uid, ha.pw_gid)})
 
 
 def _backup_create(caller: Caller, target_dir: str, password: str) -> dict[str, Any]:
