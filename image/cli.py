@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import hass
-from .config import Board, Config, load_config
+from .config import Board, Channel, Config, load_config
 from .errors import SmartOSError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +114,10 @@ def build(obj: dict[str, Any]) -> None:
         console.print("[bold yellow]WARNING: no ssh key given: nobody will be able to log in to "
                       "this image over ssh.[/]\n  Add one with --set admin.ssh_key_files="
                       "[~/.ssh/id_ed25519.pub] or admin.ssh_key_files in your --config file.")
+    if cfg.update_keyring() is None:
+        console.print("[bold yellow]WARNING: no update keyring: this image will refuse every update "
+                      "bundle.[/]\n  Make signing keys once with `smartos keys init` (or set "
+                      "update.keyring).")
     ctx = run_build(cfg, console, debug=obj["debug"])
     console.print(f"[bold green]done[/] in {ctx.timings['total']:.0f} s: "
                   + ", ".join(p.name for p in ctx.facts["outputs"]))
@@ -180,3 +184,69 @@ def vm(obj: dict[str, Any], image: Path | None, ssh_port: int, http_port: int, i
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the VM's copy-on-write disk
     sys.exit(code)
+
+
+@main.group()
+def keys() -> None:
+    """Update signing keys (kept outside the repository)."""
+
+
+@keys.command("init")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Where the keys go (default: ~/.config/smartos/keys).")
+@click.option("--organization", default="SmartOS", show_default=True,
+              help="The name in the certificates.")
+@click.option("--renew-signing", is_flag=True,
+              help="Keep the CA; issue a new signing key from it (devices need nothing new).")
+@click.pass_obj
+@_errors_to_exit
+def keys_init(obj: dict[str, Any], directory: Path | None, organization: str, renew_signing: bool) -> None:
+    """Make the update CA and a signing key. The CA certificate goes into every image built after
+    this; keep ca.key.pem offline and backed up: without it no new signing key can be issued."""
+    from . import keys as keys_lib
+
+    made = keys_lib.init(directory or keys_lib.default_dir(), organization, renew_signing)
+    for name, text in keys_lib.describe(made).items():
+        console.print(f"[bold]{name}[/]: {escape(text)}")
+    console.print(f"[bold green]done[/]: {made.directory}  (images now trust {made.ca_cert.name})")
+
+
+@main.command()
+@click.option("--channel", type=click.Choice([c.value for c in Channel]), required=True,
+              help="The channel to publish into.")
+@click.option("--to", "tree", type=click.Path(path_type=Path), default=Path("releases"),
+              show_default=True, help="The channel tree (serve it with any static web server).")
+@click.option("--notes", default="", help="Release notes (shown by `smartosctl update check`).")
+@click.option("--notes-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Release notes from a file.")
+@click.option("--min-version", default="", help="The oldest version that may update to this one.")
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path), default=None,
+              help="Signing keys (default: ~/.config/smartos/keys).")
+@settings_options
+@click.pass_obj
+@_errors_to_exit
+def release(obj: dict[str, Any], channel: str, tree: Path, notes: str, notes_file: Path | None,
+            min_version: str, keys_dir: Path | None) -> None:
+    """Build the image and its signed update bundle, and publish the bundle into a channel."""
+    from . import keys as keys_lib
+    from . import release as release_lib
+    from .pipeline import build as run_build
+
+    cfg = _config(obj)
+    signing = keys_lib.Keys(keys_dir or keys_lib.default_dir())
+    signing.require_signing()
+    release_lib.check_versions(cfg.version, min_version)
+    index = release_lib.read_index(release_lib.index_path(tree, Channel(channel), cfg.board))
+    if any(r.get("version") == cfg.version for r in index.get("releases", [])):
+        raise SmartOSError(f"{cfg.version} is already released on {channel} for {cfg.board.value}: "
+                           "releases are immutable", hint="set a new version: --set version=...")
+    if notes_file is not None:
+        notes = notes_file.read_text().strip()
+    ctx = run_build(cfg, console, debug=obj["debug"], keys=signing)
+    bundle = next(p for p in ctx.facts["outputs"] if p.suffix == ".raucb")
+    published = release_lib.publish(
+        bundle, tree, channel=Channel(channel), board=cfg.board, version=cfg.version,
+        min_version=min_version, notes=notes, homeassistant=str(ctx.facts.get("homeassistant") or ""),
+        build_id=ctx.facts["build_id"], m_hash=ctx.facts["manifest_hash"])
+    console.print(f"[bold green]released[/] {cfg.version} on {channel}: {published} "
+                  f"({bundle.stat().st_size / 2**20:.1f} MiB bundle)")

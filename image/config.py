@@ -52,6 +52,25 @@ class Admin:
     ssh_key_files: tuple[str, ...]
 
 
+class Channel(StrEnum):
+    STABLE = "stable"
+    BETA = "beta"
+    DEV = "dev"
+
+
+class UpdatePolicy(StrEnum):
+    NOTIFY = "notify"    # the daily check logs and shows what is available; the owner installs
+    INSTALL = "install"  # the daily check installs and reboots into it (health-gated)
+
+
+@dataclass(frozen=True)
+class Update:
+    url: str             # where the channel tree is served; empty: no automatic checks
+    channel: Channel
+    policy: UpdatePolicy
+    keyring: str         # the CA certificate devices trust; empty: the default key directory's
+
+
 @dataclass(frozen=True)
 class Partitions:
     """Sizes in MiB."""
@@ -72,6 +91,8 @@ class Config:
     homeassistant: HomeAssistant
     admin: Admin
     extra_packages: tuple[str, ...]
+    extra_trees: tuple[str, ...]
+    update: Update
     partitions: Partitions
     output_dir: Path
     cache_dir: Path
@@ -84,6 +105,16 @@ class Config:
         for name in self.admin.ssh_key_files:
             keys += [ln.strip() for ln in Path(name).read_text().splitlines() if ln.strip()]
         return keys
+
+    def update_keyring(self) -> Path | None:
+        """The update CA certificate baked into the image: the setting, else the default key
+        directory's (smartos keys init), else none (the image then refuses every bundle)."""
+        if self.update.keyring:
+            return Path(self.update.keyring)
+        from .keys import default_dir
+
+        default = default_dir() / "ca.cert.pem"
+        return default if default.is_file() else None
 
     def as_dict(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:
@@ -239,8 +270,14 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
     else:
         cache_dir = Path(cache).expanduser()
     key_files = tuple(str((base_dir / Path(k).expanduser()).resolve()) for k in cfg.admin.ssh_key_files)
+    trees = tuple(str((base_dir / Path(t).expanduser()).resolve()) for t in cfg.extra_trees)
+    keyring = cfg.update.keyring
+    if keyring:
+        keyring = str((base_dir / Path(keyring).expanduser()).resolve())
     return dataclasses.replace(
         cfg,
+        extra_trees=trees,
+        update=dataclasses.replace(cfg.update, keyring=keyring),
         output_dir=Path(str(cfg.output_dir)).expanduser().resolve(),
         cache_dir=cache_dir.resolve(),
         admin=dataclasses.replace(cfg.admin, ssh_key_files=key_files),
@@ -270,6 +307,15 @@ def _validate(cfg: Config, origins: Origins) -> None:
     for pkg in cfg.extra_packages:
         if not PACKAGE_RE.match(pkg):
             raise fail("extra_packages", "Debian package names", pkg)
+    for tree in cfg.extra_trees:
+        if not Path(tree).is_dir():
+            raise fail("extra_trees", "directories to copy over the root filesystem", tree)
+    if cfg.update.url and not re.match(r"^https?://[^\s/]+", cfg.update.url):
+        raise fail("update.url", "an http:// or https:// URL (or empty: no automatic checks)",
+                   cfg.update.url)
+    if cfg.update.keyring and not Path(cfg.update.keyring).is_file():
+        raise fail("update.keyring", "a PEM file with the update CA certificate "
+                   "(smartos keys init makes one)", cfg.update.keyring)
     for name, minimum in MIN_SIZES.items():
         size = getattr(cfg.partitions, name)
         if size < minimum:

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from .config import Config
+from .keys import Keys
 
 log = logging.getLogger("smartos")
 
@@ -27,6 +28,7 @@ class Context:
     console: Console
     repo: Path = REPO
     debug: bool = False
+    keys: Keys | None = None  # a release: sign the update bundle with these
     # filled in by stages as they go
     python_version: str = ""
     facts: dict[str, Any] = field(default_factory=dict)

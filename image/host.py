@@ -41,6 +41,9 @@ BOARD_TOOLS: dict[Board, dict[str, str]] = {
     Board.RPI4: _PI_TOOLS,
     Board.RPI3: _PI_TOOLS,
 }
+# what `smartos release` and `smartos keys` need on top: RAUC packs and signs bundles (it runs
+# mksquashfs), openssl makes keys and reads signatures
+RELEASE_TOOLS = {"rauc": "rauc", "mksquashfs": "squashfs-tools", "openssl": "openssl"}
 # Debian architecture -> the name binfmt_misc registers its emulator under
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -52,15 +55,15 @@ BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 EMULATED_CPU = {"arm64": "cortex-a53"}
 
 
-def missing_tools(board: Board) -> dict[str, str]:
-    need = TOOLS | BOARD_TOOLS.get(board, {})
+def missing_tools(board: Board, release: bool = False) -> dict[str, str]:
+    need = TOOLS | BOARD_TOOLS.get(board, {}) | (RELEASE_TOOLS if release else {})
     return {tool: pkg for tool, pkg in need.items()
             if not (Path(tool).exists() if tool.startswith("/") else which(tool))}
 
 
-def ensure_tools(board: Board, logfile: Path, console: Console) -> None:
+def ensure_tools(board: Board, logfile: Path, console: Console, release: bool = False) -> None:
     """Install what is missing with apt-get (Debian/Ubuntu hosts), or say exactly what to install."""
-    missing = missing_tools(board)
+    missing = missing_tools(board, release)
     if not missing:
         return
     packages = sorted(set(missing.values()))

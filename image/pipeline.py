@@ -16,6 +16,7 @@ from . import cache, stages
 from .chroot import umount_below
 from .config import Config
 from .context import Context
+from .keys import Keys
 
 log = logging.getLogger("smartos")
 
@@ -31,6 +32,7 @@ STAGES: list[Stage] = [
     stages.finalize_rootfs,      # per-device state out, build facts in
     stages.make_bootloader,      # GRUB + A/B slot state on the ESP
     stages.assemble_disk,        # GPT + filesystems, no loop devices
+    stages.make_bundle,          # releases only: root slot A as a signed RAUC bundle
     stages.publish,              # .img.xz + .bmap + SHA256SUMS + manifest, renamed into place
 ]
 
@@ -39,23 +41,24 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def build(config: Config, console: Console, debug: bool = False) -> Context:
-    """Run every stage; on any failure or Ctrl-C leave no mounts and no half-written outputs."""
+def build(config: Config, console: Console, debug: bool = False, keys: Keys | None = None) -> Context:
+    """Run every stage; on any failure or Ctrl-C leave no mounts and no half-written outputs.
+    With keys, also make the update bundle (a release) signed with them."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
 
     def waiting(holder: str) -> None:
         console.print(f"waiting for another build using {config.cache_dir} (pid {holder}) ...")
 
     with cache.exclusive(config.cache_dir, waiting):
-        return _build(config, console, debug)
+        return _build(config, console, debug, keys)
 
 
-def _build(config: Config, console: Console, debug: bool) -> Context:
+def _build(config: Config, console: Console, debug: bool, keys: Keys | None) -> Context:
     work = config.cache_dir / "work" / uuid.uuid4().hex[:8]
     work.mkdir(parents=True)
     logfile = config.output_dir / "build.log"
     logfile.write_text("")
-    ctx = Context(config=config, workdir=work, logfile=logfile, console=console, debug=debug)
+    ctx = Context(config=config, workdir=work, logfile=logfile, console=console, debug=debug, keys=keys)
     ctx.facts["build_id"] = uuid.uuid4().hex
     ctx.facts["layout"] = stages.new_layout(ctx)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

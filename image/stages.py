@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__, cache, hass, host, layout, native, wheels
+from . import __version__, cache, hass, host, layout, native, release, wheels
 from .boards import board_module
 from .chroot import chroot_env, mounted, umount_below
 from .context import Context
@@ -73,7 +73,7 @@ def role_packages(ctx: Context) -> list[str]:
 
 def check_host(ctx: Context) -> None:
     with ctx.stage("Check host tools"):
-        host.ensure_tools(ctx.config.board, ctx.logfile, ctx.console)
+        host.ensure_tools(ctx.config.board, ctx.logfile, ctx.console, release=ctx.keys is not None)
         host.check_emulation(board_module(ctx.config.board).ARCH)
         host.ensure_space(ctx.cache, ctx.out, need_gib=12)
 
@@ -329,7 +329,8 @@ def _materialize(ctx: Context, configured: Path) -> None:
 
 
 def install_overlays(ctx: Context) -> None:
-    """Static trees (overlays/common, overlays/<board>) and the systemd units, then presets."""
+    """Static trees (overlays/common, overlays/<board>) and the systemd units, then presets; the
+    update keyring and settings; last the user's extra_trees, which may override any of it."""
     with ctx.stage("Install overlays and systemd units"):
         for tree in (ctx.repo / "overlays" / "common", ctx.repo / "overlays" / ctx.config.board.value):
             if tree.is_dir():
@@ -356,6 +357,23 @@ def install_overlays(ctx: Context) -> None:
         completions.mkdir(parents=True, exist_ok=True)
         (completions / "smartosctl").write_text(completion_script("bash"))
         _write_os_release(ctx)
+        _write_update_settings(ctx)
+        for extra in ctx.config.extra_trees:
+            ctx.note(f"extra tree {extra}")
+            run(["cp", "-a", "--no-preserve=ownership", f"{extra}/.", ctx.rootfs], logfile=ctx.logfile)
+
+
+def _write_update_settings(ctx: Context) -> None:
+    """The CA the device trusts for update bundles, and where and how it looks for updates
+    (read by smartosctl update; the owner's choices on /data override channel and policy)."""
+    upd = ctx.config.update
+    keyring = ctx.config.update_keyring()
+    if keyring is not None:
+        shutil.copyfile(keyring, ctx.rootfs / "etc/rauc/keyring.pem")
+        (ctx.rootfs / "etc/rauc/keyring.pem").chmod(0o644)
+    settings = {"url": upd.url, "channel": upd.channel.value, "policy": upd.policy.value,
+                "compatible": release.compatible(ctx.config.board)}
+    (ctx.rootfs / "etc/smartos/update.json").write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def _write_os_release(ctx: Context) -> None:
@@ -430,8 +448,9 @@ def install_homeassistant(ctx: Context) -> None:
         ctx.facts["built_wheels"] = json.loads(built.read_text()) if built.exists() else []
         target = ctx.rootfs / VENV.lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
-        # Bind-mounted, not copied: mkfs.ext4 -d reads it straight from the cache.
-        run(["mount", "--bind", entry.path / "venv", target], logfile=ctx.logfile)
+        # Bind-mounted, not copied: mkfs.ext4 -d reads it straight from the cache. Read-only,
+        # which also keeps its access times (copied into the image) the same build after build.
+        run(["mount", "--bind", "-o", "ro", entry.path / "venv", target], logfile=ctx.logfile)
         site = next((target / "lib").glob("python3*/site-packages"))
         ffmpeg = next(site.glob("imageio_ffmpeg/binaries/ffmpeg-*"), None)
         if ffmpeg is None:
@@ -633,21 +652,62 @@ def assemble_disk(ctx: Context) -> None:
             logfile=ctx.logfile)
         run(["dd", f"if={esp_img}", f"of={img}", "bs=1M", f"seek={esp.start_mib}",
              "conv=notrunc,sparse", "status=none"], logfile=ctx.logfile)
-        for name, label, tree in ((layout.ROOT_A, "smartos-root", ctx.rootfs),
-                                  (layout.DATA, "smartos-data", ctx.workdir / "data")):
-            part = plan.by_name(name)
-            _mkfs_ext4(ctx, img, part, label, tree)
+        _mkfs_ext4(ctx, img, plan.by_name(layout.ROOT_A), "smartos-root", ctx.rootfs,
+                   reproducible=True)
+        _mkfs_ext4(ctx, img, plan.by_name(layout.DATA), "smartos-data", ctx.workdir / "data")
+
+
+def make_bundle(ctx: Context) -> None:
+    """A release (`smartos release`): root slot A of the image, as a signed RAUC bundle."""
+    if ctx.keys is None:
+        return
+    plan: layout.Layout = ctx.facts["layout"]
+    with ctx.stage("Make the update bundle"):
+        slot = plan.by_name(layout.ROOT_A)
+        slot_image = ctx.workdir / "rootfs.ext4"
+        run(["dd", f"if={ctx.facts['tmp_image']}", f"of={slot_image}", "bs=1M",
+             f"skip={slot.start_mib}", f"count={slot.size_mib}", "conv=sparse", "status=none"],
+            logfile=ctx.logfile)
+        bundle = ctx.out / f".{ctx.image_name}.raucb.tmp"
+        ha = ctx.facts.get("homeassistant") or "?"
+        release.make_bundle(slot_image, bundle, board=ctx.config.board, version=ctx.config.version,
+                            description=f"SmartOS {ctx.config.version} with Home Assistant {ha}",
+                            build_id=ctx.facts["build_id"], keys=ctx.keys, workdir=ctx.workdir,
+                            logfile=ctx.logfile)
+        ctx.facts["tmp_bundle"] = bundle
+        ctx.facts["manifest_hash"] = release.manifest_hash(
+            bundle, board=ctx.config.board, keys=ctx.keys, workdir=ctx.workdir, logfile=ctx.logfile)
 
 
 # GRUB and older tools read ext4 without these newer defaults; nothing here needs them.
 EXT4_FEATURES = "^orphan_file,^metadata_csum_seed"
 
 
-def _mkfs_ext4(ctx: Context, img: Path, part: layout.Partition, label: str, tree: Path) -> None:
+# The root filesystem's creation time, unless SOURCE_DATE_EPOCH says otherwise (2026-01-01).
+ROOT_FS_EPOCH = 1767225600
+
+
+def _mkfs_ext4(ctx: Context, img: Path, part: layout.Partition, label: str, tree: Path,
+               reproducible: bool = False) -> None:
+    """mkfs.ext4 -d, written into the image at the partition's offset.
+
+    reproducible (the root slot): the same UUID and directory hash seed for every build of a
+    board, and a fixed creation time. Left random, they are mixed into every metadata block
+    (checksums, directory hashes), so two builds of the same tree would share almost no
+    metadata; fixed, a patch release differs from the last one only where its files do, which
+    is what RAUC's adaptive updates download (measured in docs/benchmarks.md).
+    """
     blocks = part.size_mib * layout.MIB // 4096
-    run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", label, "-O", EXT4_FEATURES,
-         "-E", f"offset={part.start_mib * layout.MIB},root_owner=0:0", "-m", "1",
-         "-d", tree, img, str(blocks)], logfile=ctx.logfile)
+    extended = f"offset={part.start_mib * layout.MIB},root_owner=0:0"
+    args: list[str | Path] = []
+    env: dict[str, str] = {}
+    if reproducible:
+        fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"smartos:{ctx.config.board.value}:root"))
+        args = ["-U", fs_uuid]
+        extended += f",hash_seed={fs_uuid}"
+        env["E2FSPROGS_FAKE_TIME"] = os.environ.get("SOURCE_DATE_EPOCH", str(ROOT_FS_EPOCH))
+    run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", label, "-O", EXT4_FEATURES, *args,
+         "-E", extended, "-m", "1", "-d", tree, img, str(blocks)], env=env, logfile=ctx.logfile)
 
 
 def publish(ctx: Context) -> None:
@@ -666,6 +726,8 @@ def publish(ctx: Context) -> None:
             pairs = [(xz_tmp, ctx.out / f"{name}.img.xz"), (bmap_tmp, ctx.out / f"{name}.img.bmap")]
         else:
             pairs = [(tmp, ctx.out / f"{name}.img")]
+        if "tmp_bundle" in ctx.facts:
+            pairs.append((ctx.facts["tmp_bundle"], ctx.out / f"{name}.raucb"))
         manifest_tmp = ctx.out / f".{name}.manifest.json.tmp"
         manifest_tmp.write_text(json.dumps(_manifest(ctx), indent=2) + "\n")
         pairs.append((manifest_tmp, ctx.out / f"{name}.manifest.json"))

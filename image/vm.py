@@ -57,6 +57,7 @@ class Machine:
     http_port: int = 8123
     restrict: bool = True  # no route to the internet: only the host forwards
     disk_size: str = ""  # e.g. "8G": a bigger virtual disk than the image, as on a real SD card
+    guest_forwards: tuple[tuple[int, int], ...] = ()  # (guest port, 127.0.0.1 port): boards.GUEST_HOST
     proc: Process | None = field(default=None, init=False)
 
     @property
@@ -74,7 +75,7 @@ class Machine:
     def command(self) -> list[str]:
         board = board_module(board_of(self.image))
         return board.qemu_args(self.overlay(), self.ssh_port, self.http_port, self.restrict,
-                               self.workdir)
+                               self.workdir, self.guest_forwards)
 
     def start(self) -> None:
         """Boot in the background; the serial console goes to console.log."""

@@ -52,16 +52,32 @@ def smartos(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def image_for(ssh_key: Path) -> Callable[[str], Path]:
+def update_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway update CA and signing key for this session (smartos keys init); the test
+    images trust its CA. Made outside the image build's caches (the keyring is written after
+    them), so a new one each session costs nothing."""
+    keys = tmp_path_factory.mktemp("update-keys") / "keys"
+    result = smartos("keys", "init", "--dir", str(keys), "--organization", "SmartOS test")
+    assert result.returncode == 0, result.stderr
+    return keys
+
+
+def image_settings(ssh_key: Path, update_keys: Path) -> list[str]:
+    """The --set options every test image and release shares."""
+    return ["--set", f"admin.ssh_key_files=[{ssh_key}.pub]", "--set", "compress=false",
+            "--set", "hostname=smartos-test", "--set", f"update.keyring={update_keys}/ca.cert.pem"]
+
+
+@pytest.fixture(scope="session")
+def image_for(ssh_key: Path, update_keys: Path) -> Callable[[str], Path]:
     """Build a board's test image once per session (raw, uncompressed) and return its path."""
     built: dict[str, Path] = {}
 
     def build(board: str) -> Path:
         if board not in built:
             needs_root()
-            result = smartos("--board", board, "--set", f"admin.ssh_key_files=[{ssh_key}.pub]",
-                             "--set", f"output_dir={OUT}", "--set", "compress=false",
-                             "--set", "hostname=smartos-test", "build")
+            result = smartos("--board", board, *image_settings(ssh_key, update_keys),
+                             "--set", f"output_dir={OUT}", "build")
             assert result.returncode == 0, result.stdout + result.stderr
             images = list(OUT.glob(f"smartos-*-{board}.img"))
             assert len(images) == 1, images
@@ -84,12 +100,33 @@ def built_image(board: str, image_for: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vm(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def release_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests publish releases (smartos release --to)."""
+    return tmp_path_factory.mktemp("releases")
+
+
+@pytest.fixture(scope="session")
+def release_server(release_tree: Path) -> Iterator[object]:
+    """The release tree over HTTP on 127.0.0.1 (with Range requests, as RAUC streaming needs);
+    VMs reach it as http://10.0.2.100:8080."""
+    from tests.system.release_server import ReleaseServer
+
+    with ReleaseServer(release_tree) as server:
+        yield server
+
+
+UPDATE_URL = "http://10.0.2.100:8080"
+
+
+@pytest.fixture(scope="session")
+def vm(built_image: Path, release_server: object,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     needs_root()
     from smartos_image.vm import Machine
 
     machine = Machine(built_image, tmp_path_factory.mktemp("vm"), ssh_port=2222, http_port=8123,
-                      restrict=True, disk_size="8G")
+                      restrict=True, disk_size="8G",
+                      guest_forwards=((8080, release_server.port),))  # type: ignore[attr-defined]
     machine.start()
     try:
         machine.wait_for_port(2222, 420)

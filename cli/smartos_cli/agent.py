@@ -33,7 +33,7 @@ BUS_NAME = "org.smartos.Agent1"
 PATH = "/org/smartos/Agent1"
 ADMIN_GROUP = "smartos-admin"
 INTEGRATION_USER = "homeassistant"
-INTEGRATION = ("System", "HomeAssistant", "Backup")  # what Home Assistant's user may call
+INTEGRATION = ("System", "HomeAssistant", "Backup", "Update")  # what Home Assistant's user may call
 
 log = logging.getLogger("smartos-agent")
 

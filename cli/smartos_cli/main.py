@@ -70,7 +70,8 @@ def main() -> None:
     network show|hostname NAME|wifi SSID   addresses, NAME.local, Wi-Fi (kept across updates)
     radio list, radio probe DEV USB sticks, their stable names and Zigbee firmware
     firewall show|allow|deny|remove   inbound rules (applied atomically)
-    update status               A/B slots and which one booted
+    update check|install|status  OS updates from a release channel (A/B slots, rollback)
+    update channel|policy|url   which channel, auto-install or notify, where releases are
     diagnostics                 a tarball for a bug report, secrets removed
     completion [bash|zsh|fish]  tab completion (bash: already on for ssh logins)
     reboot, shutdown
@@ -495,25 +496,121 @@ def radio_probe(device: str, stop_ha: bool, as_json: bool) -> None:
 
 @main.group()
 def update() -> None:
-    """OS updates: the A/B root slots."""
+    """OS updates: signed releases from a channel, installed into the other root slot."""
+
+
+def _print_release(r: dict[str, Any]) -> None:
+    ha = f", Home Assistant {r['homeassistant']}" if r.get("homeassistant") else ""
+    click.echo(f"  {r['version']}  ({r['size'] / 2**20:.0f} MiB bundle{ha}, released {r['released_at']})")
+    for line in (r.get("notes") or "").splitlines():
+        click.echo(f"      {line}")
+
+
+@update.command(name="check")
+@json_option
+@_errors_to_exit
+def update_check(as_json: bool) -> None:
+    """Ask the channel what is newer than this system."""
+    data = _agent("Update", "Check")
+    if as_json:
+        _echo_json(data)
+        return
+    if not data["available"]:
+        click.echo(f"up to date: {data['current']} is the newest on {data['channel']}")
+        return
+    click.echo(f"running {data['current']}; newer on {data['channel']}:")
+    for r in data["available"]:
+        _print_release(r)
+    click.echo("install the newest with: smartosctl update install")
+
+
+@update.command(name="install")
+@click.option("--version", "version", default="", help="This release instead of the newest.")
+@click.option("--allow-downgrade", is_flag=True, help="Allow a release older than the running one.")
+@click.option("--no-reboot", is_flag=True, help="Do not reboot into it now (it boots next time).")
+@json_option
+@_errors_to_exit
+def update_install(version: str, allow_downgrade: bool, no_reboot: bool, as_json: bool) -> None:
+    """Install a release into the other slot, then reboot into it. Home Assistant must become
+    healthy on the new slot, or the device falls back to this one by itself."""
+    if not as_json:
+        click.echo("checking and installing (streams only what this device lacks; minutes) ...")
+    data = _agent("Update", "Install", "sbb", version, allow_downgrade, not no_reboot)
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"installed {data['installed']} into slot {data['slot']} in {data['seconds']:.0f} s")
+    if data["rebooting"]:
+        click.echo("rebooting into it; `smartosctl update status` afterwards says how it went")
+    else:
+        click.echo("it boots at the next reboot: smartosctl reboot")
+
+
+@update.command(name="channel")
+@click.argument("channel", type=click.Choice(["stable", "beta", "dev"]))
+@_errors_to_exit
+def update_channel(channel: str) -> None:
+    """Follow another release channel (stable, beta, dev)."""
+    data = _agent("Update", "Configure", "ss", "channel", channel)
+    click.echo(f"channel: {data['channel']}")
+
+
+@update.command(name="policy")
+@click.argument("policy", type=click.Choice(["notify", "install"]))
+@_errors_to_exit
+def update_policy(policy: str) -> None:
+    """What the daily check does with a new release: notify (log it) or install (and reboot)."""
+    data = _agent("Update", "Configure", "ss", "policy", policy)
+    click.echo(f"policy: {data['policy']}")
+
+
+@update.command(name="url")
+@click.argument("url")
+@_errors_to_exit
+def update_url(url: str) -> None:
+    """Where the release tree is served (the channel and board are appended)."""
+    data = _agent("Update", "Configure", "ss", "url", url)
+    click.echo(f"url: {data['url']}")
+
+
+@update.command(name="auto", hidden=True)
+@_errors_to_exit
+def update_auto() -> None:
+    """What the daily timer runs: check, then notify or install by policy."""
+    data = _agent("Update", "Auto")
+    click.echo(data.get("result") or data.get("skipped"))
 
 
 @update.command(name="status")
 @json_option
 @_errors_to_exit
 def update_status(as_json: bool) -> None:
-    """Which slot booted, and each slot's state (RAUC)."""
-    from .run import run
-
-    data = json.loads(run(["rauc", "status", "--output-format=json"]).stdout)
+    """The running version, the slots, an update in progress, and what happened to the last ones."""
+    data = _agent("Update", "Status")
     if as_json:
         _echo_json(data)
         return
-    click.echo(f"booted: slot {data.get('booted')}  (boot loader's primary: {data.get('boot_primary')})")
-    for slot in data.get("slots", []):
-        for name, info in slot.items():
-            good = info.get("boot_status", "?")
-            click.echo(f"  {name}: {info.get('bootname', '?')} {info.get('state', '?')}, {good}")
+    click.echo(f"SmartOS {data['version']} ({data['board']}), booted from slot {data.get('booted', '?')}")
+    click.echo(f"channel {data['channel']}, policy {data['policy']}, "
+               f"url {data['url'] or '(none: set one with smartosctl update url)'}")
+    if not data["keyring"]:
+        click.secho("this image has no update keyring: it refuses every update", fg="yellow")
+    for name, slot in sorted((data.get("slots") or {}).items()):
+        version = slot.get("version") or "as flashed"
+        click.echo(f"  slot {name}: {slot.get('state')}, {slot.get('boot_status')}, {version}")
+    if data.get("slots_error"):
+        click.echo(f"  slots: {data['slots_error']}")
+    pending = data.get("pending")
+    if pending:
+        tries = len(pending.get("attempts", []))
+        click.echo(f"pending: {pending['version']} in slot {pending['slot']} ({pending['state']}"
+                   f"{f', {tries} boot(s) tried' if tries else ''})")
+    if data.get("available"):
+        click.echo(f"available: {data['available']['version']} (checked {data['last_check']})")
+    for entry in data["history"][:5]:
+        why = f": {entry.get('reason') or entry.get('error')}" if entry.get("result") != "installed" else ""
+        click.echo(f"  {entry.get('ended_at', '?')}  {entry.get('from', '?')} -> {entry['version']}  "
+                   f"{entry['result']}{why}")
 
 
 @main.command()

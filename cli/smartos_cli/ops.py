@@ -10,7 +10,7 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from . import backup, diagnostics, firewall, homeassistant, network, radio, vpn
+from . import backup, diagnostics, firewall, homeassistant, network, radio, update, vpn
 from .agent import ADMIN_GROUP, Caller, Op
 from .errors import CtlError
 from .paths import Paths
@@ -142,6 +142,26 @@ def _power(verb: str):  # type: ignore[no-untyped-def]
     return power
 
 
+def _update_install(caller: Caller, version: str, allow_downgrade: bool, reboot: bool) -> dict[str, Any]:
+    result = update.install(PATHS, version, allow_downgrade)
+    if reboot:
+        run(["systemctl", "--no-block", "reboot"])  # the reply reaches the caller first
+    return {**result, "rebooting": reboot}
+
+
+def _update_configure(caller: Caller, key: str, value: str) -> dict[str, Any]:
+    if key not in ("channel", "policy", "url"):
+        raise CtlError(f"unknown update setting {key!r} (channel, policy, url)")
+    return update.change_settings(PATHS, **{key: value}).__dict__
+
+
+def _update_auto(caller: Caller) -> dict[str, Any]:
+    result = update.auto(PATHS)
+    if result.get("result") == "installed":
+        run(["systemctl", "--no-block", "reboot"])
+    return result
+
+
 _FW_ARGS = (("ports", "s"), ("source", "s"), ("client", "s"), ("force", "b"))
 
 OPS: list[Op] = [
@@ -162,6 +182,12 @@ OPS: list[Op] = [
     Op("Network", "SetWifi", (("ssid", "s"), ("password", "s"), ("country", "s")), _set_wifi),
     Op("Radio", "Probe", (("device", "s"), ("stop_ha", "b")), _radio_probe),
     Op("Support", "Diagnostics", (("target_dir", "s"),), _diagnostics, audited=False),
+    Op("Update", "Check", (), lambda caller: update.check(PATHS), audited=False),
+    Op("Update", "Status", (), lambda caller: update.status(PATHS), audited=False),
+    Op("Update", "Install", (("version", "s"), ("allow_downgrade", "b"), ("reboot", "b")),
+       _update_install),
+    Op("Update", "Configure", (("key", "s"), ("value", "s")), _update_configure),
+    Op("Update", "Auto", (), _update_auto),
     Op("System", "Reboot", (), _power("reboot")),
     Op("System", "Shutdown", (), _power("poweroff")),
 ]

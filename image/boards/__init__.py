@@ -24,7 +24,7 @@ class BoardModule(Protocol):
     def make_esp(self, rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None: ...
 
     def qemu_args(self, image: Path, ssh_port: int, http_port: int, restrict: bool,
-                  workdir: Path) -> list[str]: ...
+                  workdir: Path, guest_forwards: tuple[tuple[int, int], ...] = ()) -> list[str]: ...
 
 
 def fill(template: str, values: dict[str, object]) -> str:
@@ -34,8 +34,15 @@ def fill(template: str, values: dict[str, object]) -> str:
     return template
 
 
-def qemu_common(image: Path, ssh_port: int, http_port: int, restrict: bool) -> list[str]:
+GUEST_HOST = "10.0.2.100"  # where a guest_forwards port appears inside the VM
+
+
+def qemu_common(image: Path, ssh_port: int, http_port: int, restrict: bool,
+                guest_forwards: tuple[tuple[int, int], ...] = ()) -> list[str]:
     """What every board's VM shares: the accelerator, CPUs, memory, the disk and the network.
+
+    guest_forwards: (guest port, host port) pairs: the guest connects to GUEST_HOST:port and
+    reaches 127.0.0.1:host port (a release server in the tests), even with restrict on.
 
     TCG unless asked: on some hosts /dev/kvm opens but KVM fails mid-boot, which no quick probe
     catches. SMARTOS_ACCEL=kvm opts in (QEMU still falls back to TCG if KVM cannot start). User
@@ -48,6 +55,9 @@ def qemu_common(image: Path, ssh_port: int, http_port: int, restrict: bool) -> l
           f"hostfwd=tcp:127.0.0.1:{http_port}-:8123"
     if restrict:
         net += ",restrict=on"
+    for guest_port, host_port in guest_forwards:
+        # one socat per connection: a plain tcp: chardev would carry only one connection
+        net += f",guestfwd=tcp:{GUEST_HOST}:{guest_port}-cmd:socat - TCP:127.0.0.1:{host_port}"
     return [*accel, "-smp", "2", "-m", "2048", "-drive", f"file={image},format=qcow2,if=virtio",
             "-nic", net]
 

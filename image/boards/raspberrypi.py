@@ -141,8 +141,9 @@ def fill_boot_partition(rootfs: Path, esp: Path, layout: Layout, logfile: Path,
     run(["mkenvimage", "-s", str(ENV_SIZE), "-o", esp / "smartos.env", env], logfile=logfile)
 
 
-def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path) -> list[str]:
+def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path,
+              guest_forwards: tuple[tuple[int, int], ...] = ()) -> list[str]:
     """QEMU's virt machine with U-Boot: the image's boot.scr, kernel, initrd and root slot run as
     on the Pi; the Pi firmware stage does not (there is no emulator for it here)."""
     return [QEMU_BINARY, "-machine", "virt", "-cpu", "cortex-a72",
-            *qemu_common(image, ssh_port, http_port, restrict), "-bios", str(QEMU_UBOOT)]
+            *qemu_common(image, ssh_port, http_port, restrict, guest_forwards), "-bios", str(QEMU_UBOOT)]

@@ -105,9 +105,11 @@ def make_esp(rootfs: Path, esp: Path, layout: Layout, logfile: Path) -> None:
         logfile=logfile)
 
 
-def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path) -> list[str]:
+def qemu_args(image: Path, ssh_port: int, http_port: int, restrict: bool, workdir: Path,
+              guest_forwards: tuple[tuple[int, int], ...] = ()) -> list[str]:
     # noreboot=off: the chipset's TCO watchdog resets the machine when it expires, as on real
     # boards (QEMU's default only logs it), so a reboot that hangs is ended by the watchdog
     # systemd arms for it (RebootWatchdogSec, roles/base).
-    return [QEMU_BINARY, "-machine", "q35", *qemu_common(image, ssh_port, http_port, restrict),
+    return [QEMU_BINARY, "-machine", "q35",
+            *qemu_common(image, ssh_port, http_port, restrict, guest_forwards),
             "-global", "ICH9-LPC.noreboot=off", "-bios", str(OVMF)]

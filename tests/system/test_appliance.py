@@ -145,7 +145,8 @@ def test_appliance_basics(host) -> None:
 
 def test_slot_a_is_booted_and_confirmed_once_healthy(host, board, ha_ready) -> None:
     """The boot loader counted a try on slot A; the health gate's `rauc status mark-good` (through
-    RAUC's grub or uboot backend) gave it back once Home Assistant answered."""
+    RAUC's grub or uboot backend) gave it back: at once, as this is no trial boot of an update
+    (those wait for Home Assistant: tests/system/test_update.py)."""
     assert "rauc.slot=A" in host.file("/proc/cmdline").content_string
     slot_state = "/boot/efi" if board == "x86-64" else "/boot/firmware"
     assert host.mount_point(slot_state).exists, f"{slot_state} (the slot state) is not mounted"

@@ -1,0 +1,433 @@
+"""OS updates: the channel index, RAUC installs, and the record of every attempt.
+
+A channel tree (made by `smartos release` on the build host) holds, per channel and board, an
+index.json of releases; each names a RAUC bundle and the hash of its signed manifest (which
+holds the dm-verity root hash of everything in the bundle). An install checks that hash with
+`rauc info`, then streams the bundle into the other root slot with RAUC (HTTP range requests;
+the bundle's block-hash-index lets RAUC take every 4 KiB block it already has from the local
+slots) and marks the slot to boot next. The boot after it is a trial: the health
+gate (health.py) confirms the slot once Home Assistant is healthy, or reboots, and the boot
+loader falls back to the previous slot after three failed tries. What happened is kept in
+/data/smartos/update-state.json for `smartosctl update status`.
+
+Everything that can be refused is refused before RAUC writes a block: the index must parse and
+name this board; the release must be newer (unless allowed) and list this version as one it
+updates from; `rauc info` must verify the bundle's signature against the image's keyring and
+show the compatible, version and size the index promised; the slot must be large enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from .errors import CtlError, Exit
+from .files import write_atomically
+from .paths import Paths
+from .run import run
+
+CHANNELS = ("stable", "beta", "dev")
+POLICIES = ("notify", "install")
+INDEX_FORMAT = 1
+KEYRING = Path("/etc/rauc/keyring.pem")
+BUILT_SETTINGS = Path("/etc/smartos/update.json")
+OS_RELEASE = Path("/etc/os-release")
+RAUC = "de.pengutronix.rauc"
+HISTORY_KEEP = 20
+FETCH_TRIES = 3
+INSTALL_TRIES = 3        # whole-install retries on a network failure; RAUC already retries each request
+MIN_DATA_FREE = 64 << 20  # RAUC's hash indexes of the slots live on /data
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    channel: str
+    policy: str
+    compatible: str
+    health_timeout: int = 900  # seconds the health gate waits for Home Assistant on a trial boot
+
+    def index_url(self, board: str) -> str:
+        return f"{self.url.rstrip('/')}/{self.channel}/{board}/index.json"
+
+
+def load_settings(paths: Paths, built: Path = BUILT_SETTINGS) -> Settings:
+    """The image's settings (/etc/smartos/update.json), then the owner's choices on /data."""
+    values: dict[str, Any] = {"url": "", "channel": "stable", "policy": "notify", "compatible": ""}
+    if built.exists():
+        values |= json.loads(built.read_text())
+    own = paths.state / "update.json"
+    if own.exists():
+        values |= json.loads(own.read_text())
+    known = {f for f in Settings.__dataclass_fields__}
+    return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def change_settings(paths: Paths, **changes: Any) -> Settings:
+    if "channel" in changes and changes["channel"] not in CHANNELS:
+        raise CtlError(f"channel: expected one of {', '.join(CHANNELS)}, got {changes['channel']!r}")
+    if "policy" in changes and changes["policy"] not in POLICIES:
+        raise CtlError(f"policy: expected one of {', '.join(POLICIES)}, got {changes['policy']!r}")
+    if "url" in changes and changes["url"] and \
+            urllib.parse.urlsplit(changes["url"]).scheme not in ("http", "https"):
+        raise CtlError(f"url: expected an http:// or https:// URL, got {changes['url']!r}")
+    own = paths.state / "update.json"
+    current = json.loads(own.read_text()) if own.exists() else {}
+    write_atomically(own, json.dumps(current | changes, indent=2) + "\n")
+    return load_settings(paths)
+
+
+def os_facts(os_release: Path = OS_RELEASE) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
+    facts = {k: v.strip('"') for k, v in pairs}
+    return {"version": facts.get("VERSION_ID", "0"), "board": facts.get("SMARTOS_BOARD", "")}
+
+
+def version_of(text: str, where: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise CtlError(f"{where}: {text!r} is not a version") from None
+
+
+# -- the channel index ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    url: str            # absolute, resolved against the index's own URL
+    size: int
+    sha256: str
+    manifest_hash: str
+    min_version: str
+    notes: str
+    released_at: str
+    homeassistant: str
+
+
+def fetch(url: str, timeout: float = 30) -> bytes:
+    """GET url, retried on connection errors and 5xx answers (not on 404: it will not appear)."""
+    last = ""
+    for attempt in range(FETCH_TRIES):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return bytes(resp.read())
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code == 404:
+                raise CtlError(f"{url}: not found (HTTP 404)", hint="nothing is released on this "
+                               "channel for this board yet, or the update URL is wrong "
+                               "(smartosctl update status)", code=Exit.UNAVAILABLE) from None
+            if exc.code < 500:
+                break
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        time.sleep(2 * (attempt + 1))
+    raise CtlError(f"cannot fetch {url}: {last}", hint="check the network and `smartosctl update "
+                   "status` (channel, URL)", code=Exit.UNAVAILABLE)
+
+
+def parse_index(data: bytes, url: str, compatible: str) -> list[Release]:
+    try:
+        index = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CtlError(f"{url}: not a JSON channel index", code=Exit.FAILED) from None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise CtlError(f"{url}: not a SmartOS channel index (format {INDEX_FORMAT})", code=Exit.FAILED)
+    if index.get("compatible") != compatible:
+        raise CtlError(f"{url} is for {index.get('compatible')!r}, this device is {compatible!r}",
+                       hint="the update URL points at another board's channel", code=Exit.FAILED)
+    releases = []
+    for entry in index.get("releases", []):
+        try:
+            version_of(str(entry["version"]), url)
+            releases.append(Release(
+                version=str(entry["version"]), url=urllib.parse.urljoin(url, str(entry["file"])),
+                size=int(entry["size"]), sha256=str(entry["sha256"]),
+                manifest_hash=str(entry["manifest_hash"]), min_version=str(entry.get("min_version", "")),
+                notes=str(entry.get("notes", "")), released_at=str(entry.get("released_at", "")),
+                homeassistant=str(entry.get("homeassistant", ""))))
+        except (KeyError, TypeError, ValueError, CtlError):
+            raise CtlError(f"{url}: a release entry is incomplete: {entry!r:.200}",
+                           code=Exit.FAILED) from None
+    return sorted(releases, key=lambda r: Version(r.version), reverse=True)
+
+
+def releases(settings: Settings, board: str) -> tuple[str, list[Release]]:
+    if not settings.url:
+        raise CtlError("no update URL is set", hint="smartosctl update url https://... (where the "
+                       "release tree is served)", code=Exit.BAD_INPUT)
+    url = settings.index_url(board)
+    return url, parse_index(fetch(url), url, settings.compatible)
+
+
+def choose(candidates: list[Release], current: str, wanted: str = "",
+           allow_downgrade: bool = False) -> Release:
+    """The release to install: the newest, or the one asked for; refuses downgrades and releases
+    that do not update from the current version."""
+    now = version_of(current, "this system's version")
+    if wanted:
+        match = [r for r in candidates if Version(r.version) == version_of(wanted, "--version")]
+        if not match:
+            have = ", ".join(r.version for r in candidates) or "none"
+            raise CtlError(f"version {wanted} is not in the channel (it has: {have})")
+        pick = match[0]
+    else:
+        if not candidates or Version(candidates[0].version) <= now:
+            raise CtlError(f"already up to date ({current})", code=Exit.OK)
+        pick = candidates[0]
+    if Version(pick.version) == now:
+        raise CtlError(f"{pick.version} is the running version", code=Exit.OK)
+    if Version(pick.version) < now and not allow_downgrade:
+        raise CtlError(f"{pick.version} is older than the running {current}: refusing a downgrade",
+                       hint="pass --allow-downgrade if you mean it (Home Assistant's data may "
+                            "have been migrated by the newer version)")
+    if pick.min_version and now < version_of(pick.min_version, "min_version"):
+        raise CtlError(f"{pick.version} updates only from {pick.min_version} or newer; this is {current}",
+                       hint=f"install {pick.min_version} first: smartosctl update install --version "
+                            f"{pick.min_version}")
+    return pick
+
+
+# -- slots and RAUC ------------------------------------------------------------------------------
+
+def booted_slot(cmdline: Path = Path("/proc/cmdline")) -> str:
+    for word in cmdline.read_text().split():
+        if word.startswith("rauc.slot="):
+            return word.split("=", 1)[1]
+    raise CtlError("the kernel command line names no rauc.slot: not booted from a SmartOS slot",
+                   code=Exit.UNAVAILABLE)
+
+
+def rauc_status() -> dict[str, Any]:
+    out = run(["rauc", "status", "--detailed", "--output-format=json"]).stdout
+    return dict(json.loads(out))
+
+
+def slots(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """bootname -> the slot's status (device, state, boot_status, installed bundle)."""
+    found = {}
+    for entry in status.get("slots", []):
+        for name, slot in entry.items():
+            if slot.get("class") == "rootfs":
+                found[str(slot["bootname"])] = {"name": name, **slot}
+    return found
+
+
+def bundle_info(url: str) -> dict[str, Any]:
+    """The bundle's signed manifest, read by RAUC (only the signature and manifest are fetched):
+    an unsigned, truncated or foreign-signed bundle fails here."""
+    proc = run(["rauc", "info", "--output-format=json", url], check=False, timeout=300)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "rauc-Message" not in ln]
+        raise CtlError(f"refused {url}: {' '.join(lines)[-600:] or 'rauc info failed'}",
+                       hint="the bundle is not signed by this device's update CA, or is damaged",
+                       code=Exit.FAILED)
+    return dict(json.loads(proc.stdout))
+
+
+def verify_bundle(info: dict[str, Any], release: Release, compatible: str, slot_bytes: int) -> None:
+    if info.get("compatible") != compatible:
+        raise CtlError(f"refused: the bundle is for {info.get('compatible')!r}, this device is "
+                       f"{compatible!r}", code=Exit.FAILED)
+    if info.get("version") != release.version:
+        raise CtlError(f"refused: the index says {release.version} but the signed bundle is "
+                       f"{info.get('version')!r}", code=Exit.FAILED)
+    if info.get("hash") != release.manifest_hash:
+        raise CtlError("refused: the bundle's manifest hash does not match the channel index",
+                       code=Exit.FAILED)
+    images = [img for entry in info.get("images", []) for img in entry.values()]
+    need = max((int(img.get("size") or 0) for img in images), default=0)
+    if need > slot_bytes:
+        raise CtlError(f"refused: the root filesystem image needs {need / 2**20:.0f} MiB, the "
+                       f"slot has {slot_bytes / 2**20:.0f} MiB", hint="this release needs a "
+                       "reflash with larger slots", code=Exit.FAILED)
+
+
+def device_bytes(device: str) -> int:
+    return int(run(["blockdev", "--getsize64", device]).stdout.strip())
+
+
+async def _rauc_install(source: str) -> str:
+    """InstallBundle over D-Bus; the error text, or "" on success. (RAUC 1.13 has no
+    require-manifest-hash install option yet: verify_bundle compared the hash just before.)"""
+    from dbus_fast import BusType, Message, MessageType
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_signal(msg: Any) -> None:
+        if msg.message_type == MessageType.SIGNAL and msg.member == "Completed" and not done.done():
+            done.set_result(int(msg.body[0]))
+
+    bus.add_message_handler(on_signal)
+    try:
+        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                               interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+                               body=[f"type='signal',sender='{RAUC}',interface='{RAUC}.Installer',"
+                                     "member='Completed'"]))
+        reply = await bus.call(Message(
+            destination=RAUC, path="/", interface=f"{RAUC}.Installer", member="InstallBundle",
+            signature="sa{sv}", body=[source, {}]))
+        assert reply is not None
+        if reply.message_type == MessageType.ERROR:
+            return f"{reply.error_name}: {reply.body[0] if reply.body else ''}"
+        code = await done
+        if code == 0:
+            return ""
+        err = await bus.call(Message(destination=RAUC, path="/", interface="org.freedesktop.DBus.Properties",
+                                     member="Get", signature="ss", body=[f"{RAUC}.Installer", "LastError"]))
+        assert err is not None
+        return str(err.body[0].value) if err.body else f"installation failed ({code})"
+    finally:
+        bus.disconnect()
+
+
+# -- the record of attempts ----------------------------------------------------------------------
+
+@dataclass
+class State:
+    pending: dict[str, Any] | None = None  # an install: version, slot, from, state, attempts
+    history: list[dict[str, Any]] = field(default_factory=list)
+    available: dict[str, Any] | None = None  # what the last check found
+    last_check: str = ""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def load_state(paths: Paths) -> State:
+    path = paths.state / "update-state.json"
+    if not path.exists():
+        return State()
+    raw = json.loads(path.read_text())
+    return State(**{k: v for k, v in raw.items() if k in State.__dataclass_fields__})
+
+
+def save_state(paths: Paths, state: State) -> None:
+    state.history = state.history[-HISTORY_KEEP:]
+    write_atomically(paths.state / "update-state.json", json.dumps(asdict(state), indent=2) + "\n")
+
+
+def finish(paths: Paths, state: State, result: str, **details: Any) -> None:
+    """End the pending attempt with a result (installed, failed, rolled back, interrupted)."""
+    entry = {**(state.pending or {}), "result": result, "ended_at": now(), **details}
+    entry.pop("state", None)
+    state.history.append(entry)
+    state.pending = None
+    save_state(paths, state)
+
+
+# -- what the agent serves -----------------------------------------------------------------------
+
+def check(paths: Paths) -> dict[str, Any]:
+    settings = load_settings(paths)
+    facts = os_facts()
+    url, found = releases(settings, facts["board"])
+    current = Version(facts["version"])
+    newer = [r for r in found if Version(r.version) > current]
+    state = load_state(paths)
+    state.available = asdict(newer[0]) if newer else None
+    state.last_check = now()
+    save_state(paths, state)
+    return {"current": facts["version"], "channel": settings.channel, "index": url,
+            "available": [asdict(r) for r in newer], "releases": [r.version for r in found]}
+
+
+def install(paths: Paths, version: str = "", allow_downgrade: bool = False) -> dict[str, Any]:
+    """Install a release into the other slot and make it boot next; the caller reboots."""
+    if not KEYRING.exists():
+        raise CtlError("this image has no update keyring (/etc/rauc/keyring.pem): it was built "
+                       "without `smartos keys init`, so it cannot verify any update",
+                       hint="reflash with an image built after `smartos keys init`", code=Exit.FAILED)
+    settings = load_settings(paths)
+    facts = os_facts()
+    _, found = releases(settings, facts["board"])
+    pick = choose(found, facts["version"], version, allow_downgrade)
+    booted = booted_slot()
+    by_name = slots(rauc_status())
+    target = next((name for name in by_name if name != booted), None)
+    if target is None:
+        raise CtlError("RAUC lists no second root slot", code=Exit.FAILED)
+    verify_bundle(bundle_info(pick.url), pick, settings.compatible, device_bytes(by_name[target]["device"]))
+    if shutil.disk_usage(paths.data).free < MIN_DATA_FREE:
+        raise CtlError(f"refused: less than {MIN_DATA_FREE >> 20} MiB free on /data (RAUC keeps "
+                       "its slot hash indexes there)", hint="smartosctl status shows what uses it",
+                       code=Exit.FAILED)
+    state = load_state(paths)
+    state.pending = {"version": pick.version, "from": facts["version"], "slot": target,
+                     "from_slot": booted, "started_at": now(), "state": "installing", "attempts": []}
+    save_state(paths, state)
+    error = ""
+    started = time.monotonic()
+    for _ in range(INSTALL_TRIES):
+        error = asyncio.run(_rauc_install(pick.url))
+        # a download that failed after RAUC's own retries: start again (the blocks already
+        # written are found in the slot and not fetched twice)
+        if not error or not any(w in error.lower() for w in ("http", "curl", "nbd", "i/o error",
+                                                              "input/output")):
+            break
+    seconds = round(time.monotonic() - started, 1)
+    if error:
+        finish(paths, state, "failed", error=error, seconds=seconds)
+        raise CtlError(f"installing {pick.version} failed: {error}", hint="the running system "
+                       "is unchanged; the other slot is marked not bootable until an install "
+                       "succeeds", code=Exit.FAILED)
+    state.pending["state"] = "installed"
+    state.pending["installed_at"] = now()
+    state.pending["seconds"] = seconds
+    save_state(paths, state)
+    return {"installed": pick.version, "from": facts["version"], "slot": target, "seconds": seconds,
+            "notes": pick.notes}
+
+
+def status(paths: Paths) -> dict[str, Any]:
+    settings = load_settings(paths)
+    state = load_state(paths)
+    facts = os_facts()
+    info: dict[str, Any] = {"version": facts["version"], "board": facts["board"],
+                            "channel": settings.channel, "policy": settings.policy, "url": settings.url,
+                            "pending": state.pending, "history": state.history[::-1],
+                            "available": state.available, "last_check": state.last_check,
+                            "keyring": KEYRING.exists()}
+    try:
+        info["booted"] = booted_slot()
+        info["slots"] = {}
+        for name, s in slots(rauc_status()).items():
+            detail = s.get("slot_status") or {}
+            info["slots"][name] = {"state": s.get("state"), "boot_status": s.get("boot_status"),
+                                   "version": (detail.get("bundle") or {}).get("version"),
+                                   "installed": (detail.get("installed") or {}).get("timestamp")}
+    except CtlError as exc:
+        info["slots_error"] = exc.message
+    return info
+
+
+def auto(paths: Paths) -> dict[str, Any]:
+    """The daily timer: check, then notify (record and log) or install, by policy."""
+    settings = load_settings(paths)
+    if not settings.url:
+        return {"skipped": "no update URL set"}
+    found = check(paths)
+    if not found["available"]:
+        return {"result": "up to date", **found}
+    if settings.policy != "install":
+        newest = found["available"][0]
+        print(f"SmartOS {newest['version']} is available on {settings.channel} "
+              f"(running {found['current']}): smartosctl update install", flush=True)
+        return {"result": "available", **found}
+    result = install(paths)
+    return {"result": "installed", **result}

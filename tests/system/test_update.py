@@ -1,0 +1,270 @@
+"""OS updates end to end on the x86-64 VM: releases built with `smartos release`, served over
+HTTP from 127.0.0.1 (the VM sees http://10.0.2.100:8080), installed with smartosctl over ssh.
+
+Runs after the other system tests of the shared VM (it installs into slot B and reboots):
+refusals first (nothing may change), then v2 over a lossy link, then a v3 whose Home Assistant
+never becomes healthy (the device must fall back by itself), then a power cut mid-install.
+On rpi4 only what needs no second slot boot: the RAUC setup and the refusals (six TCG arm64
+reboots would take longer than the rest of the suite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from smartos_image import keys, release
+from smartos_image.config import Board, Channel
+
+from tests.conftest import UPDATE_URL, image_settings, smartos
+
+pytestmark = pytest.mark.vm
+GRUBENV = "sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list"
+
+
+def _json(host: Any, cmd: str) -> Any:
+    out = host.run(cmd)
+    assert out.rc == 0, f"{cmd}: {out.stderr}"
+    return json.loads(out.stdout)
+
+
+def _slot_state(host: Any, board: str) -> str:
+    return host.check_output(GRUBENV if board == "x86-64" else "sudo fw_printenv")
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float, every: float = 10) -> Any:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            result = probe()
+        except Exception:  # ssh while the VM reboots
+            result = None
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def _status(host: Any) -> dict[str, Any]:
+    return dict(_json(host, "smartosctl update status --json"))
+
+
+@pytest.fixture(scope="session")
+def publish(board: str, ssh_key: Path, update_keys: Path, release_tree: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, Any]]:
+    """`smartos release` of the test image at another version, into a channel of the tree."""
+
+    def run(version: str, channel: str, *extra: str) -> dict[str, Any]:
+        out = tmp_path_factory.mktemp(f"release-{version}")
+        result = smartos("--board", board, *image_settings(ssh_key, update_keys),
+                         "--set", f"version={version}", "--set", f"output_dir={out}", *extra,
+                         "release", "--channel", channel, "--to", str(release_tree),
+                         "--keys", str(update_keys), "--notes", f"test release {version}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        shutil.rmtree(out)  # the raw image: the tree has the bundle
+        index = json.loads((release_tree / channel / board / "index.json").read_text())
+        return next(r for r in index["releases"] if r["version"] == version)
+
+    return run
+
+
+# -- bundles that must be refused ----------------------------------------------------------------
+
+def _small_image(work: Path, size: int = 8 << 20) -> Path:
+    content = work / "content"
+    content.mkdir(exist_ok=True)
+    (content / "random").write_bytes(os.urandom(512 << 10))
+    image = work / "rootfs.ext4"
+    with image.open("wb") as fh:
+        fh.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", content, image], check=True)
+    return image
+
+
+def _signed(work: Path, board: Board, version: str, signing: keys.Keys, size: int = 8 << 20) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "bundle.raucb"
+    release.make_bundle(_small_image(work, size), out, board=board, version=version,
+                        description="refusal test", build_id="test", keys=signing, workdir=work,
+                        logfile=work / "log")
+    return out
+
+
+@pytest.fixture(scope="session")
+def bad_channel(board: str, update_keys: Path, release_tree: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The dev channel, full of releases a device must refuse: version -> what is wrong."""
+    work = tmp_path_factory.mktemp("bad-bundles")
+    ours = keys.Keys(update_keys)
+    theirs = keys.init(work / "foreign-keys", "Someone else")
+    me = Board(board)
+    other = Board.RPI4 if me is Board.X86_64 else Board.X86_64
+    cases: dict[str, tuple[str, Path]] = {}
+
+    unsigned = work / "unsigned"
+    unsigned.mkdir()
+    _small_image(unsigned)
+    (unsigned / "manifest.raucm").write_text(
+        f"[update]\ncompatible={release.compatible(me)}\nversion=9.0.1\n\n[image.rootfs]\nfilename=rootfs.ext4\n")
+    subprocess.run(["mksquashfs", unsigned, work / "unsigned.raucb", "-quiet", "-no-progress"], check=True)
+    cases["9.0.1"] = ("unsigned", work / "unsigned.raucb")
+    cases["9.0.2"] = ("signed by another CA", _signed(work / "foreign", me, "9.0.2", theirs))
+    corrupted = _signed(work / "corrupt", me, "9.0.3", ours)
+    with corrupted.open("r+b") as fh:  # inside the squashfs payload, which dm-verity covers
+        fh.seek(64 << 10)
+        fh.write(os.urandom(4096))
+    cases["9.0.3"] = ("corrupted", corrupted)
+    truncated = _signed(work / "truncated", me, "9.0.4", ours)
+    with truncated.open("r+b") as fh:
+        fh.truncate(truncated.stat().st_size - 3000)
+    cases["9.0.4"] = ("truncated", truncated)
+    cases["9.0.5"] = ("for another board", _signed(work / "board", other, "9.0.5", ours))
+    cases["9.0.6"] = ("larger than the slot", _signed(work / "big", me, "9.0.6", ours, size=3 << 30))
+    cases["9.0.7"] = ("index hash mismatch", _signed(work / "hash", me, "9.0.7", ours))
+    cases["0.0.1"] = ("a downgrade", _signed(work / "old", me, "0.0.1", ours))
+    for version, (_, bundle) in cases.items():
+        release.publish(bundle, release_tree, channel=Channel.DEV, board=me, version=version,
+                        min_version="", notes="", homeassistant="", build_id="test",
+                        m_hash=release.manifest_hash(bundle, board=me, keys=ours, workdir=work,
+                                                     logfile=work / "log")
+                        if version not in ("9.0.1", "9.0.2") else "0" * 64)
+    index_file = release.index_path(release_tree, Channel.DEV, me)
+    index = json.loads(index_file.read_text())
+    for entry in index["releases"]:
+        if entry["version"] == "9.0.7":
+            entry["manifest_hash"] = "f" * 64
+    index_file.write_text(json.dumps(index))
+    return {version: what for version, (what, _) in cases.items()}
+
+
+def test_every_bad_release_is_refused_and_the_slots_stay_as_they_were(
+        host: Any, board: str, ha_ready: float, bad_channel: dict[str, str]) -> None:
+    assert host.run(f"smartosctl update url {UPDATE_URL}").rc == 0
+    assert host.run("smartosctl update channel dev").rc == 0
+    before = _slot_state(host, board)
+    version = host.file("/etc/os-release").content_string
+    for bad, what in bad_channel.items():
+        out = host.run(f"smartosctl update install --no-reboot --version {bad}")
+        print(f"{bad} ({what}): exit {out.rc}: {out.stderr.strip()[:300]}")
+        assert out.rc != 0, f"{what}: installed"
+        if what == "a downgrade":
+            assert out.rc == 2 and "refusing a downgrade" in out.stderr
+        else:
+            assert out.rc == 1 and ("refused" in out.stderr or "failed" in out.stderr), out.stderr
+        after = _slot_state(host, board)
+        assert after == before, f"{what}: the slot state changed:\n{before}\n{after}"
+        assert host.file("/etc/os-release").content_string == version
+    status = _status(host)
+    assert status["pending"] is None and status["booted"] == "A"
+    assert host.run("curl -fsS -o /dev/null http://127.0.0.1:8123/manifest.json").rc == 0
+    # Home Assistant's user must not drive RAUC itself (Debian's policy lets everyone)
+    denied = host.run("sudo -u homeassistant busctl call de.pengutronix.rauc / "
+                      "de.pengutronix.rauc.Installer Mark ss bad other")
+    assert denied.rc != 0 and "denied" in denied.stderr.lower(), denied.stderr
+    assert host.run("smartosctl update channel stable").rc == 0
+
+
+# -- the full path, x86-64 -----------------------------------------------------------------------
+
+def _x86_only(board: str) -> None:
+    if board != "x86-64":
+        pytest.skip("boots into the other slot: x86-64 only (arm64 TCG boots take minutes each)")
+
+
+def test_v2_installs_over_a_lossy_link_and_keeps_home_assistant_s_data(
+        host: Any, vm: Any, board: str, ha_ready: float, release_server: Any,
+        publish: Callable[..., dict[str, Any]], record_property: Callable[[str, Any], None]) -> None:
+    _x86_only(board)
+    v2 = publish("0.2.0", "stable")
+    marker = f"written under 0.1.0 at {time.time()}"
+    host.run_test(f"echo '{marker}' | sudo -u homeassistant tee /data/homeassistant/ota-marker.txt")
+    checked = _json(host, "smartosctl update check --json")
+    assert [r["version"] for r in checked["available"]] == ["0.2.0"]
+    release_server.stats.reset()
+    release_server.set_flaky(25)  # every 25th range request gets no answer
+    started = time.monotonic()
+    out = host.run("smartosctl update install --json")
+    release_server.set_flaky(0)
+    assert out.rc == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["installed"] == "0.2.0" and result["slot"] == "B" and result["rebooting"]
+    sent, dropped = release_server.stats.bytes_sent, release_server.stats.dropped
+    print(f"v2: bundle {v2['size'] / 2**20:.1f} MiB, downloaded {sent / 2**20:.1f} MiB "
+          f"({100 * sent / v2['size']:.1f}%), {dropped} requests dropped and retried, "
+          f"install {result['seconds']:.0f} s")
+    record_property("bundle_mib", round(v2["size"] / 2**20, 1))
+    assert dropped > 0  # the lossy link really was lossy
+    time.sleep(15)
+    vm.wait_for_port(2222, 600)
+    _wait("0.2.0 booted", lambda: "VERSION_ID=0.2.0" in host.file("/etc/os-release").content_string, 300)
+    assert "rauc.slot=B" in host.file("/proc/cmdline").content_string
+    assert host.file("/data/homeassistant/ota-marker.txt").content_string.strip() == marker
+    done = _wait("the health gate confirmed 0.2.0",
+                 lambda: (s := _status(host))["pending"] is None and s["history"] and s, 900)
+    print(f"v2 reboot to confirmed: {time.monotonic() - started:.0f} s after install began")
+    assert done["history"][0]["result"] == "installed" and done["history"][0]["version"] == "0.2.0"
+    assert done["slots"]["B"]["boot_status"] == "good" and done["slots"]["B"]["version"] == "0.2.0"
+    assert host.run("curl -fsS -o /dev/null http://127.0.0.1:8123/manifest.json").rc == 0
+    assert "B_OK=1" in host.check_output(GRUBENV) and "ORDER=B A" in host.check_output(GRUBENV)
+
+
+def test_v3_whose_home_assistant_never_gets_healthy_falls_back_to_v2_by_itself(
+        host: Any, vm: Any, board: str, publish: Callable[..., dict[str, Any]],
+        tmp_path: Path) -> None:
+    _x86_only(board)
+    broken = tmp_path / "broken"
+    dropin = broken / "etc/systemd/system/smartos.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "zz-broken.conf").write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
+    publish("0.3.0", "stable", "--set", f"extra_trees=[{broken}]")
+    out = host.run("smartosctl update install")
+    assert out.rc == 0, out.stderr
+    started = time.monotonic()
+    time.sleep(15)
+    done = _wait("the fallback to 0.2.0",
+                 lambda: (s := _status(host))["history"] and s["history"][0]["result"] == "rolled back"
+                 and s, 1500, every=20)
+    print(f"v3 install to back on v2: {time.monotonic() - started:.0f} s")
+    last = done["history"][0]
+    assert last["version"] == "0.3.0" and last["boots"] == 3, last
+    assert "smartos.service" in last["reason"], last
+    assert done["booted"] == "B" and done["version"] == "0.2.0"
+    assert done["slots"]["A"]["boot_status"] == "bad"
+    text = host.check_output("smartosctl update status")
+    assert "0.2.0 -> 0.3.0  rolled back" in text, text
+    vm.wait_for_http("http://127.0.0.1:8123/manifest.json", 900)
+
+
+def test_a_power_cut_during_install_leaves_a_good_slot_and_a_second_install_works(
+        host: Any, vm: Any, board: str, ssh_key: Path) -> None:
+    _x86_only(board)
+    cut_after = random.uniform(5, 30)
+    print(f"power cut {cut_after:.1f} s into the install")
+    ssh = ["ssh", "-i", str(ssh_key), "-p", "2222", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "admin@127.0.0.1"]
+    install = subprocess.Popen([*ssh, "smartosctl update install --version 0.3.0 --no-reboot"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(cut_after)
+    vm.proc.kill()  # the power cut
+    vm.proc.wait()
+    vm.proc = None
+    install.wait()
+    vm.start()
+    vm.wait_for_port(2222, 600)
+    status = _wait("the gate's verdict", lambda: (s := _status(host))["pending"] is None and s, 600)
+    assert status["booted"] == "B" and status["version"] == "0.2.0"
+    print("after the cut:", status["history"][0]["result"])
+    assert status["history"][0]["result"] in ("interrupted", "failed")
+    vm.wait_for_http("http://127.0.0.1:8123/manifest.json", 900)
+    again = host.run("smartosctl update install --version 0.3.0 --no-reboot --json")
+    assert again.rc == 0, again.stderr
+    assert json.loads(again.stdout)["slot"] == "A"
+    assert "ORDER=A B" in host.check_output(GRUBENV)
