@@ -222,11 +222,13 @@ def keys_init(obj: dict[str, Any], directory: Path | None, organization: str, re
 @click.option("--min-version", default="", help="The oldest version that may update to this one.")
 @click.option("--keys", "keys_dir", type=click.Path(path_type=Path), default=None,
               help="Signing keys (default: ~/.config/smartos/keys).")
+@click.option("--fast", is_flag=True, help="Quicker bundle compression (zstd), a bigger bundle: "
+              "for dev channels and tests.")
 @settings_options
 @click.pass_obj
 @_errors_to_exit
 def release(obj: dict[str, Any], channel: str, tree: Path, notes: str, notes_file: Path | None,
-            min_version: str, keys_dir: Path | None) -> None:
+            min_version: str, keys_dir: Path | None, fast: bool) -> None:
     """Build the image and its signed update bundle, and publish the bundle into a channel."""
     from . import keys as keys_lib
     from . import release as release_lib
@@ -242,7 +244,7 @@ def release(obj: dict[str, Any], channel: str, tree: Path, notes: str, notes_fil
                            "releases are immutable", hint="set a new version: --set version=...")
     if notes_file is not None:
         notes = notes_file.read_text().strip()
-    ctx = run_build(cfg, console, debug=obj["debug"], keys=signing)
+    ctx = run_build(cfg, console, debug=obj["debug"], keys=signing, fast_bundle=fast)
     bundle = next(p for p in ctx.facts["outputs"] if p.suffix == ".raucb")
     published = release_lib.publish(
         bundle, tree, channel=Channel(channel), board=cfg.board, version=cfg.version,

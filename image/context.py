@@ -29,6 +29,7 @@ class Context:
     repo: Path = REPO
     debug: bool = False
     keys: Keys | None = None  # a release: sign the update bundle with these
+    fast_bundle: bool = False  # a release: quicker compression, bigger bundle
     # filled in by stages as they go
     python_version: str = ""
     facts: dict[str, Any] = field(default_factory=dict)

@@ -41,7 +41,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def build(config: Config, console: Console, debug: bool = False, keys: Keys | None = None) -> Context:
+def build(config: Config, console: Console, debug: bool = False, keys: Keys | None = None,
+          fast_bundle: bool = False) -> Context:
     """Run every stage; on any failure or Ctrl-C leave no mounts and no half-written outputs.
     With keys, also make the update bundle (a release) signed with them."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -50,15 +51,17 @@ def build(config: Config, console: Console, debug: bool = False, keys: Keys | No
         console.print(f"waiting for another build using {config.cache_dir} (pid {holder}) ...")
 
     with cache.exclusive(config.cache_dir, waiting):
-        return _build(config, console, debug, keys)
+        return _build(config, console, debug, keys, fast_bundle)
 
 
-def _build(config: Config, console: Console, debug: bool, keys: Keys | None) -> Context:
+def _build(config: Config, console: Console, debug: bool, keys: Keys | None,
+           fast_bundle: bool) -> Context:
     work = config.cache_dir / "work" / uuid.uuid4().hex[:8]
     work.mkdir(parents=True)
     logfile = config.output_dir / "build.log"
     logfile.write_text("")
-    ctx = Context(config=config, workdir=work, logfile=logfile, console=console, debug=debug, keys=keys)
+    ctx = Context(config=config, workdir=work, logfile=logfile, console=console, debug=debug, keys=keys,
+                  fast_bundle=fast_bundle)
     ctx.facts["build_id"] = uuid.uuid4().hex
     ctx.facts["layout"] = stages.new_layout(ctx)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -673,7 +673,7 @@ def make_bundle(ctx: Context) -> None:
         release.make_bundle(slot_image, bundle, board=ctx.config.board, version=ctx.config.version,
                             description=f"SmartOS {ctx.config.version} with Home Assistant {ha}",
                             build_id=ctx.facts["build_id"], keys=ctx.keys, workdir=ctx.workdir,
-                            logfile=ctx.logfile)
+                            logfile=ctx.logfile, fast=ctx.fast_bundle)
         ctx.facts["tmp_bundle"] = bundle
         ctx.facts["manifest_hash"] = release.manifest_hash(
             bundle, board=ctx.config.board, keys=ctx.keys, workdir=ctx.workdir, logfile=ctx.logfile)

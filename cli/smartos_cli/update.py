@@ -230,7 +230,8 @@ def bundle_info(url: str) -> dict[str, Any]:
     an unsigned, truncated or foreign-signed bundle fails here."""
     proc = run(["rauc", "info", "--output-format=json", url], check=False, timeout=300)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "rauc-Message" not in ln]
+        # RAUC's and its nbd helper's progress messages ("rauc-nbd-Message: ..."), then the error
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "-Message:" not in ln]
         raise CtlError(f"refused {url}: {' '.join(lines)[-600:] or 'rauc info failed'}",
                        hint="the bundle is not signed by this device's update CA, or is damaged",
                        code=Exit.FAILED)
@@ -398,6 +399,8 @@ def status(paths: Paths) -> dict[str, Any]:
     settings = load_settings(paths)
     state = load_state(paths)
     facts = os_facts()
+    if state.available and Version(state.available["version"]) <= Version(facts["version"]):
+        state.available = None  # installed since the check found it
     info: dict[str, Any] = {"version": facts["version"], "board": facts["board"],
                             "channel": settings.channel, "policy": settings.policy, "url": settings.url,
                             "pending": state.pending, "history": state.history[::-1],
