@@ -427,10 +427,14 @@ def auto(paths: Paths) -> dict[str, Any]:
     found = check(paths)
     if not found["available"]:
         return {"result": "up to date", **found}
-    if settings.policy != "install":
-        newest = found["available"][0]
+    newest = found["available"][0]
+    failed_before = [h for h in load_state(paths).history
+                     if h.get("version") == newest["version"] and h.get("result") == "rolled back"]
+    if settings.policy != "install" or failed_before:
+        # a release that already rolled back here is not retried by itself every day
+        why = " (it rolled back here before: install it by hand to retry)" if failed_before else ""
         print(f"SmartOS {newest['version']} is available on {settings.channel} "
-              f"(running {found['current']}): smartosctl update install", flush=True)
+              f"(running {found['current']}): smartosctl update install{why}", flush=True)
         return {"result": "available", **found}
     result = install(paths)
     return {"result": "installed", **result}

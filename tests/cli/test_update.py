@@ -183,3 +183,15 @@ def test_the_same_boot_is_counted_once_when_the_gate_runs_again(tmp_path: Path) 
     device.boot -= 1  # the service restarted within the same boot
     device.run("B", timeout=10)
     assert len(device.state.pending["attempts"]) == 1  # type: ignore[index]
+
+
+def test_the_daily_check_does_not_reinstall_a_release_that_rolled_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = Paths(data=tmp_path)
+    update.change_settings(paths, url="http://u.example", policy="install")
+    state = update.State(history=[{"version": "2.0.0", "result": "rolled back", "reason": "x"}])
+    update.save_state(paths, state)
+    monkeypatch.setattr(update, "BUILT_SETTINGS", tmp_path / "none.json")
+    monkeypatch.setattr(update, "check", lambda p: {"current": "1.0.0", "available": [{"version": "2.0.0"}]})
+    monkeypatch.setattr(update, "install", lambda p: pytest.fail("installed a release that rolled back"))
+    assert update.auto(paths)["result"] == "available"
