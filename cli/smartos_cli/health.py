@@ -17,29 +17,18 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from . import update
+from . import homeassistant, status, update
 from .errors import CtlError
 from .paths import Paths
 from .run import run
 
 log = logging.getLogger("smartos-health")
-HA_URL = "http://127.0.0.1:8123/manifest.json"
 SERVICE = "smartos.service"
 CRASHES = 5  # restarts of the SmartOS service in one boot that make it unhealthy at once
 POLL = 5
-
-
-def _ha_answers() -> bool:
-    try:
-        with urllib.request.urlopen(HA_URL, timeout=10) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
-        return False
 
 
 def _service() -> dict[str, str]:
@@ -56,8 +45,8 @@ def probe() -> tuple[bool, str]:
         return False, f"{SERVICE} crashed {svc['NRestarts']} times"
     if svc.get("ActiveState") != "active":
         return False, f"{SERVICE} is {svc.get('ActiveState', '?')}"
-    if not _ha_answers():
-        return False, f"Home Assistant does not answer on {HA_URL}"
+    if not status.answers(homeassistant.URL, timeout=10):
+        return False, f"Home Assistant does not answer on {homeassistant.URL}"
     return True, ""
 
 

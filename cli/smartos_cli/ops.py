@@ -134,10 +134,15 @@ def _radio_probe(caller: Caller, device: str, stop_ha: bool) -> dict[str, Any]:
     return radio.probe(device, stop_ha, homeassistant)
 
 
+def _schedule(verb: str) -> None:
+    """reboot or poweroff, queued (--no-block): the reply reaches the caller before the machine
+    goes down."""
+    run(["systemctl", "--no-block", verb])
+
+
 def _power(verb: str):  # type: ignore[no-untyped-def]
     def power(caller: Caller) -> dict[str, Any]:
-        # --no-block: the reply reaches the caller before the machine goes down
-        run(["systemctl", "--no-block", verb])
+        _schedule(verb)
         return {"scheduled": verb}
     return power
 
@@ -145,7 +150,7 @@ def _power(verb: str):  # type: ignore[no-untyped-def]
 def _update_install(caller: Caller, version: str, allow_downgrade: bool, reboot: bool) -> dict[str, Any]:
     result = update.install(PATHS, version, allow_downgrade)
     if reboot:
-        run(["systemctl", "--no-block", "reboot"])  # the reply reaches the caller first
+        _schedule("reboot")
     return {**result, "rebooting": reboot}
 
 
@@ -158,7 +163,7 @@ def _update_configure(caller: Caller, key: str, value: str) -> dict[str, Any]:
 def _update_auto(caller: Caller) -> dict[str, Any]:
     result = update.auto(PATHS)
     if result.get("result") == "installed":
-        run(["systemctl", "--no-block", "reboot"])
+        _schedule("reboot")
     return result
 
 

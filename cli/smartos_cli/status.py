@@ -64,7 +64,8 @@ def booted_slot(cmdline: str) -> str | None:
     return None
 
 
-def _answers(url: str, timeout: float = 3) -> bool:
+def answers(url: str, timeout: float = 3) -> bool:
+    """HTTP 200 from url (Home Assistant's manifest, on loopback)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
             return bool(resp.status == 200)
@@ -116,7 +117,7 @@ def collect(data_mount: str = "/data") -> Status:
         slot=booted_slot(Path("/proc/cmdline").read_text()),
         homeassistant_version=facts.get("homeassistant"),
         homeassistant_state=ha_state,
-        homeassistant_answers=ha_state == "active" and _answers(homeassistant.URL),
+        homeassistant_answers=ha_state == "active" and answers(homeassistant.URL),
         homeassistant_url=f"http://{hostname}.local:8123",
         uptime_seconds=int(time.time() - psutil.boot_time()),
         cpu_percent=psutil.cpu_percent(interval=0.5),

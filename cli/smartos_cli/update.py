@@ -32,6 +32,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from . import status as status_mod
 from .errors import CtlError, Exit
 from .files import write_atomically
 from .paths import Paths
@@ -203,9 +204,9 @@ def choose(candidates: list[Release], current: str, wanted: str = "",
 # -- slots and RAUC ------------------------------------------------------------------------------
 
 def booted_slot(cmdline: Path = Path("/proc/cmdline")) -> str:
-    for word in cmdline.read_text().split():
-        if word.startswith("rauc.slot="):
-            return word.split("=", 1)[1]
+    slot = status_mod.booted_slot(cmdline.read_text())
+    if slot is not None:
+        return slot
     raise CtlError("the kernel command line names no rauc.slot: not booted from a SmartOS slot",
                    code=Exit.UNAVAILABLE)
 

@@ -57,13 +57,17 @@ def _status(host: Any) -> dict[str, Any]:
     return dict(_json(host, "smartosctl update status --json"))
 
 
+def _ssh(ssh_key: Path) -> list[str]:
+    """A plain ssh to the VM's admin that gives up when the VM goes away under it."""
+    return ["ssh", "-i", str(ssh_key), "-p", "2222", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "admin@127.0.0.1"]
+
+
 def _status_while_rebooting(ssh_key: Path) -> dict[str, Any] | None:
     """`update status` over a fresh ssh that gives up when the VM goes away under it (testinfra's
     connection would wait forever across a reboot)."""
-    cmd = ["ssh", "-i", str(ssh_key), "-p", "2222", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-           "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "admin@127.0.0.1",
-           "smartosctl update status --json"]
+    cmd = [*_ssh(ssh_key), "smartosctl update status --json"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     except subprocess.TimeoutExpired:
@@ -252,9 +256,7 @@ def _power_cut_during_install(vm: Any, ssh_key: Path, version: str) -> float:
     """Start `update install` over ssh, kill QEMU at a random moment once RAUC is writing
     (the checks before it change nothing), boot again."""
     cut_after = random.uniform(3, 25)
-    ssh = ["ssh", "-i", str(ssh_key), "-p", "2222", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "admin@127.0.0.1"]
-    install = subprocess.Popen([*ssh, f"smartosctl update install --version {version} --no-reboot"],
+    install = subprocess.Popen([*_ssh(ssh_key), f"smartosctl update install --version {version} --no-reboot"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait("the install to start", lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"],
           300, every=2)
