@@ -6,7 +6,11 @@ boot of a new overlay is a device's first boot.
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +22,11 @@ from .config import Board
 from .errors import SmartOSError
 from .run import Process, filter_file, interactive, run, spawn, stop
 
+log = logging.getLogger("smartos")
+KERNEL_STARTED = b"Linux version"
+RESTARTED = b"reboot: Restarting system"  # what Linux prints last before a reboot, on every board
+FIRMWARE_STALL = 180  # seconds of console silence before a kernel started that count as a hang
+MAX_RESETS = 3
 
 def find_image(out: Path, board: str | None = None) -> Path:
     """The newest image in out (of the board, when one is given)."""
@@ -59,6 +68,8 @@ class Machine:
     disk_size: str = ""  # e.g. "8G": a bigger virtual disk than the image, as on a real SD card
     guest_forwards: tuple[tuple[int, int], ...] = ()  # (guest port, 127.0.0.1 port): boards.GUEST_HOST
     proc: Process | None = field(default=None, init=False)
+    firmware_stall: float = FIRMWARE_STALL
+    hangs: list[str] = field(default_factory=list, init=False)  # firmware hangs the guard reset
 
     @property
     def console_log(self) -> Path:
@@ -85,9 +96,73 @@ class Machine:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     raise SmartOSError(f"127.0.0.1:{port} is already in use",
                                        hint="stop the other VM or pick other ports")
+        self._qmp_socket.unlink(missing_ok=True)
         cmd = [*self.command(), "-display", "none", "-monitor", "none",
+               "-qmp", f"unix:{self._qmp_socket},server=on,wait=off",
                "-serial", f"file:{self.console_log}"]
         self.proc = spawn(cmd, self.workdir / "qemu.err")
+        threading.Thread(target=self._guard, args=(self.proc,), daemon=True).start()
+
+    @property
+    def _qmp_socket(self) -> Path:
+        return self.workdir / "qmp.sock"
+
+    def qmp(self, command: str, **arguments: object) -> object:
+        """One QMP command (QEMU's machine protocol) on the VM's socket; its "return" value."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(str(self._qmp_socket))
+            stream = s.makefile("rwb")
+            stream.readline()  # the greeting
+            reply: dict[str, object] = {}
+            for cmd in ({"execute": "qmp_capabilities"}, {"execute": command, "arguments": arguments}):
+                stream.write(json.dumps(cmd).encode() + b"\n")
+                stream.flush()
+                while not ({"return", "error"} & set(reply := json.loads(stream.readline()))):
+                    pass  # an asynchronous event
+                if "error" in reply:
+                    raise SmartOSError(f"QMP {cmd['execute']}: {reply['error']}")
+            return reply["return"]
+
+    def _guard(self, proc: Process) -> None:
+        """Reset a VM whose firmware or boot loader stopped before any kernel started.
+
+        Under TCG, OVMF and GRUB have hung after a warm reboot now and then (a CI run: the console
+        stopped at GRUB's first screen clear, before grub.cfg wrote its try counter), where a real
+        board would have rebooted. Nothing of SmartOS runs at that point, so the guard stands in for
+        a power cycle, at most MAX_RESETS times per machine; every reset is kept in self.hangs with
+        the CPU registers at the hang (hang-N.txt), for the tests to report. A hang once a kernel
+        has started is never touched: that is for the tests to see.
+        """
+        boot_start = 0  # console offset where the current boot began
+        while proc.poll() is None:
+            time.sleep(min(10, self.firmware_stall / 3))
+            try:
+                stat = self.console_log.stat()
+                with self.console_log.open("rb") as fh:
+                    fh.seek(boot_start)
+                    text = fh.read()
+            except OSError:
+                continue
+            restarted = text.rfind(RESTARTED)
+            if restarted >= 0:
+                boot_start += restarted + len(RESTARTED)
+                text = text[restarted + len(RESTARTED):]
+            silent = time.time() - stat.st_mtime
+            if KERNEL_STARTED in text or silent < self.firmware_stall or len(self.hangs) >= MAX_RESETS:
+                continue
+            where = self.workdir / f"hang-{len(self.hangs) + 1}.txt"
+            try:
+                where.write_text(str(self.qmp("human-monitor-command", **{"command-line": "info registers"})))
+                self.qmp("system_reset")
+            except (OSError, SmartOSError) as exc:
+                log.warning("the VM hung before its kernel started and could not be reset: %s", exc)
+                return
+            last = _printable(text)[-200:]
+            self.hangs.append(f"silent {silent:.0f} s before any kernel started (console ended: "
+                              f"{last!r}); reset, registers in {where}")
+            log.warning("VM reset: %s", self.hangs[-1])
+            boot_start = stat.st_size
 
     def interactive(self) -> int:
         """Boot with the serial console on this terminal (Ctrl-A X quits)."""
@@ -108,7 +183,14 @@ class Machine:
                 pass
             time.sleep(1)
         raise SmartOSError(f"nothing answered on 127.0.0.1:{port} within {timeout:.0f} s",
-                           hint=f"see {self.console_log}")
+                           hint=f"see {self.console_log}; it ended:\n{self.console_tail()}")
+
+    def console_tail(self, size: int = 1500) -> str:
+        try:
+            data = self.console_log.read_bytes()[-size:]
+        except OSError:
+            return ""
+        return _printable(data)
 
     def wait_for_http(self, url: str, timeout: float) -> float:
         start = time.monotonic()
@@ -134,3 +216,9 @@ class Machine:
         stop(self.proc)
         self.proc = None
 
+
+
+def _printable(data: bytes) -> str:
+    """Console bytes without terminal escape sequences."""
+    text = re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]", "", data.decode(errors="replace"))
+    return re.sub(r"[^\n\t -~]", "", text)

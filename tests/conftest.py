@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def vm(built_image: Path, release_server: object,
         yield machine
     finally:
         machine.stop()
+        for hang in machine.hangs:  # shown in pytest's warnings summary
+            warnings.warn(f"{built_image.name}: QEMU reset by the firmware-hang guard: {hang}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
