@@ -104,6 +104,9 @@ def main() -> None:
             print(f"patch 0.2.0 -> 0.2.1: downloaded {sent / 2**20:.1f} MiB of a "
                   f"{sizes['0.2.1'] / 2**20:.1f} MiB bundle ({results['patch_ratio_pct']}%), "
                   f"install {installed['seconds']:.0f} s", flush=True)
+            # where the install's time went, from RAUC's own log
+            print(ssh("journalctl -b -u rauc -o short-monotonic --no-pager | tail -n 25", check=False).stdout,
+                  flush=True)
             # power cuts: the slot just written is primary now; put the running one back first
             ssh("sudo rauc status mark-active booted")
             good = 0
@@ -136,6 +139,7 @@ def main() -> None:
                   f"install afterwards: {'ok' if final.returncode == 0 else final.stderr}", flush=True)
         finally:
             machine.stop()
+    results["firmware_hang_resets"] = machine.hangs
     print(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
