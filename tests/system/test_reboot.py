@@ -1,4 +1,5 @@
-"""What must survive a reboot does (runs last: it reboots the shared VM)."""
+"""What must survive a reboot does. It reboots the shared VM: the smartosctl and update tests
+after it run on a rebooted box."""
 
 import time
 
