@@ -9,15 +9,17 @@ install time, and power cuts during an install.
   patch        the 0.2.0 image booted in QEMU installs 0.2.1 from a local HTTP server (Range
                requests, 127.0.0.1): bytes the server sent, as a share of the full bundle, and
                the install time (RAUC's adaptive block-hash-index over HTTP streaming)
-  power cuts   N times: start installing, kill QEMU at a random moment, boot again; counts the
-               boots that came up on the running slot with Home Assistant answering, and
-               whether an install afterwards succeeded
+  power cuts   on a fresh device, N times: start installing, kill QEMU once RAUC's progress
+               reaches a random percentage, boot again; counts the boots that came up on the
+               running slot with Home Assistant answering and the attempt recorded as
+               interrupted, and whether an install afterwards succeeded
 Throwaway signing keys and the release tree live in a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -40,19 +44,52 @@ def smartos(*args: str) -> None:
     subprocess.run([str(Path(sys.executable).parent / "smartos"), *args], check=True)
 
 
+SSH = ["ssh", "-i", str(KEY), "-p", str(SSH_PORT), "-o", "StrictHostKeyChecking=no",
+       "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+       "admin@127.0.0.1"]
+
+
 def ssh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ssh", "-i", str(KEY), "-p", str(SSH_PORT), "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                           "-o", "ConnectTimeout=10", "admin@127.0.0.1", *cmd],
-                          text=True, capture_output=True, check=check)
+    return subprocess.run([*SSH, *cmd], text=True, capture_output=True, check=check)
 
 
-def wait_status(predicate, timeout: float) -> dict:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def booted(image: Path, workdir: Path, server_port: int, hangs: list[str]) -> Iterator[Any]:
+    """A fresh device (its own overlay of the image) booted, Home Assistant answering."""
+    from smartos_image.vm import Machine
+
+    machine = Machine(image, workdir, ssh_port=SSH_PORT, http_port=HTTP_PORT, restrict=True,
+                      disk_size="8G", guest_forwards=((8080, server_port),))
+    machine.start()
+    try:
+        machine.wait_for_port(SSH_PORT, 600)
+        machine.wait_for_http(f"http://127.0.0.1:{HTTP_PORT}/manifest.json", 900)
+        yield machine
+    finally:
+        machine.stop()
+        hangs.extend(machine.hangs)
+
+
+def wait_progress(target: float, install: subprocess.Popen[bytes]) -> str:
+    """Poll RAUC's progress until it reaches target percent; what it was doing then."""
+    start = time.monotonic()
+    while time.monotonic() - start < 900:
+        out = ssh("sudo busctl get-property de.pengutronix.rauc / de.pengutronix.rauc.Installer Progress",
+                  check=False).stdout.split(maxsplit=2)  # (isi) 45 "Copying image to rootfs.1" 2
+        if len(out) == 3 and int(out[1]) >= target:
+            return f"{out[1]}% ({out[2].rsplit(' ', 1)[0]})"
+        if install.poll() is not None:
+            raise SystemExit(f"the install ended before {target:.0f}% (exit {install.returncode})")
+        time.sleep(1)
+    raise SystemExit(f"RAUC did not reach {target:.0f}% within 900 s")
+
+
+def wait_status(predicate: Callable[[dict[str, Any]], Any], timeout: float) -> dict[str, Any]:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         out = ssh("smartosctl update status --json", check=False)
-        if out.returncode == 0 and predicate(status := json.loads(out.stdout)):
-            return status  # type: ignore[no-any-return]
+        if out.returncode == 0 and predicate(status := dict(json.loads(out.stdout))):
+            return status
         time.sleep(10)
     raise SystemExit(f"no expected update status within {timeout:.0f} s")
 
@@ -62,8 +99,6 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuts", type=int, default=5)
     args = parser.parse_args()
-    from smartos_image.vm import Machine
-
     from tests.system.release_server import ReleaseServer
 
     work = Path(tempfile.mkdtemp(prefix="smartos-bench-ota-", dir=CACHE))
@@ -87,13 +122,10 @@ def main() -> None:
     (tree / "stable/x86-64/index.json").write_text(json.dumps(
         index | {"releases": [r for r in index["releases"] if r["version"] == "0.2.1"]}))
     image = work / "out-0.2.0" / "smartos-0.2.0-x86-64.img"
+    hangs: list[str] = []
     with ReleaseServer(tree) as server:
-        machine = Machine(image, work / "vm", ssh_port=SSH_PORT, http_port=HTTP_PORT, restrict=True,
-                          disk_size="8G", guest_forwards=((8080, server.port),))
-        machine.start()
-        try:
-            machine.wait_for_port(SSH_PORT, 600)
-            machine.wait_for_http(f"http://127.0.0.1:{HTTP_PORT}/manifest.json", 900)
+        # the patch release on a fresh device (0.2.0 in slot A, slot B as flashed)
+        with booted(image, work / "vm-patch", server.port, hangs):
             server.stats.reset()
             out = ssh("smartosctl update install --no-reboot --json")
             installed = json.loads(out.stdout)
@@ -107,39 +139,36 @@ def main() -> None:
             # where the install's time went, from RAUC's own log
             print(ssh("journalctl -b -u rauc -o short-monotonic --no-pager | tail -n 25", check=False).stdout,
                   flush=True)
-            # power cuts: the slot just written is primary now; put the running one back first
-            ssh("sudo rauc status mark-active booted")
+        # power cuts on another fresh device, each at a random point of RAUC's progress
+        with booted(image, work / "vm-cuts", server.port, hangs) as machine:
             good = 0
             for n in range(args.cuts):
-                proc = subprocess.Popen(["ssh", "-i", str(KEY), "-p", str(SSH_PORT), "-o",
-                                         "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                                         "admin@127.0.0.1", "smartosctl update install --no-reboot"],
+                target = random.uniform(5, 95)
+                proc = subprocess.Popen([*SSH, "smartosctl update install --no-reboot"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                cut = random.uniform(3, max(10.0, installed["seconds"] * 0.8))
-                time.sleep(cut)
-                assert machine.proc is not None
-                machine.proc.kill()
+                at = wait_progress(target, proc)
+                machine.proc.kill()  # the power cut
                 machine.proc.wait()
                 machine.proc = None
                 proc.wait()
                 machine.start()
                 machine.wait_for_port(SSH_PORT, 600)
-                status = wait_status(lambda s: s["pending"] is None, 900)
+                status = wait_status(lambda s: s["pending"] is None and s["history"], 900)
                 machine.wait_for_http(f"http://127.0.0.1:{HTTP_PORT}/manifest.json", 900)
-                ok = status["booted"] == "A" and status["version"] == "0.2.0"
+                last = status["history"][0]["result"]
+                ok = status["booted"] == "A" and status["version"] == "0.2.0" and last == "interrupted"
                 good += ok
-                print(f"cut {n + 1} after {cut:.0f} s: booted slot {status['booted']} "
-                      f"{status['version']}, last attempt {status['history'][0]['result']}", flush=True)
-                if not ok:
-                    break
+                print(f"cut {n + 1} at {at}: booted slot {status['booted']} {status['version']}, "
+                      f"Home Assistant answering, last attempt {last}", flush=True)
+            start = time.monotonic()
             final = ssh("smartosctl update install --no-reboot", check=False)
             results |= {"power_cuts": args.cuts, "power_cuts_good_boots": good,
-                        "install_after_cuts": final.returncode == 0}
+                        "install_after_cuts": final.returncode == 0,
+                        "install_after_cuts_s": round(time.monotonic() - start)}
             print(f"power cuts: {good}/{args.cuts} came back on the running slot with Home Assistant; "
-                  f"install afterwards: {'ok' if final.returncode == 0 else final.stderr}", flush=True)
-        finally:
-            machine.stop()
-    results["firmware_hang_resets"] = machine.hangs
+                  f"install afterwards: {'ok' if final.returncode == 0 else final.stderr} "
+                  f"in {results['install_after_cuts_s']} s", flush=True)
+    results["firmware_hang_resets"] = hangs
     print(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
