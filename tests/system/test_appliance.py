@@ -207,3 +207,24 @@ def test_runtime_packages_go_to_the_data_partition(host, ssh_key: Path, tmp_path
                               "'import smartos_probe; print(smartos_probe.WHERE)'")
     assert where.startswith("/data/python-deps/current/"), where
     assert host.run(f"ls {venv}/lib/python3*/site-packages/smartos_probe.py").rc != 0
+
+
+def test_a_new_venv_starts_with_its_own_empty_runtime_package_directory(host) -> None:
+    """What an OS update that brings a new venv (a new Python or Home Assistant) does to the
+    run-time packages: the venv's id changes, smartos-prepare points `current` at a new, empty
+    directory (no binary built for the old Python is ever loaded) and keeps the old one for a
+    rollback. Played here by changing the id and running the real script, then going back."""
+    deps = "/data/python-deps"
+    old = host.file("/etc/smartos/venv-id").content_string.strip()
+    try:
+        host.run_test("echo smartos-test-new-venv | sudo tee /etc/smartos/venv-id")
+        host.run_test("sudo /usr/lib/smartos/prepare-data")
+        assert host.file(f"{deps}/current").linked_to == f"{deps}/smartos-test-new-venv"
+        assert host.check_output(f"ls -A {deps}/current/") == ""
+        assert host.file(f"{deps}/{old}").is_directory  # kept for going back
+        assert host.file("/data/smartos/venv-id").content_string.strip() == "smartos-test-new-venv"
+    finally:
+        host.run_test(f"echo {old} | sudo tee /etc/smartos/venv-id")
+        host.run_test("sudo /usr/lib/smartos/prepare-data")  # a rollback: the old directory again
+        host.run_test(f"sudo rm -rf {deps}/smartos-test-new-venv")
+    assert host.file(f"{deps}/current").linked_to == f"{deps}/{old}"
