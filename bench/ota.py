@@ -147,11 +147,8 @@ def main() -> None:
                 proc = subprocess.Popen([*SSH, "smartosctl update install --no-reboot"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 at = wait_progress(target, proc)
-                machine.proc.kill()  # the power cut
-                machine.proc.wait()
-                machine.proc = None
+                machine.power_cut()
                 proc.wait()
-                machine.start()
                 machine.wait_for_port(SSH_PORT, 600)
                 status = wait_status(lambda s: s["pending"] is None and s["history"], 900)
                 machine.wait_for_http(f"http://127.0.0.1:{HTTP_PORT}/manifest.json", 900)

@@ -210,12 +210,20 @@ class Machine:
             err = (self.workdir / "qemu.err").read_text(errors="replace")[-2000:]
             raise SmartOSError(f"QEMU exited with {self.proc.returncode}: {err}")
 
+    def power_cut(self) -> None:
+        """Pull the plug (kill QEMU at once) and power on again: the disk keeps only what had
+        reached it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        self.start()
+
     def stop(self) -> None:
         if self.proc is None:
             return
         stop(self.proc)
         self.proc = None
-
 
 
 def _printable(data: bytes) -> str:

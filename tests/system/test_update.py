@@ -261,11 +261,8 @@ def _power_cut_during_install(vm: Any, ssh_key: Path, version: str) -> float:
     _wait("the install to start", lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"],
           300, every=2)
     time.sleep(cut_after)
-    vm.proc.kill()  # the power cut
-    vm.proc.wait()
-    vm.proc = None
+    vm.power_cut()
     install.wait()
-    vm.start()
     vm.wait_for_port(2222, 600)
     return cut_after
 
