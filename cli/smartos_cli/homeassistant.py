@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import sandbox
 from .errors import CtlError, Exit
 from .run import run
 
@@ -28,9 +29,12 @@ def state() -> str:
 
 
 def check_config(config: str = CONFIG_DIR, venv: str = VENV) -> dict[str, Any]:
-    """Home Assistant's own `check_config` script, as Home Assistant's user, on the live config."""
-    result = run(["runuser", "-u", USER, "--", f"{venv}/bin/python", "-m", "homeassistant",
-                  "--script", "check_config", "--config", config], check=False, timeout=600)
+    """Home Assistant's own `check_config` script on the live config. It loads the owner's
+    custom components, so it runs as Home Assistant runs: its user, in its service's sandbox."""
+    result = sandbox.run_sandboxed(
+        [f"{venv}/bin/python", "-m", "homeassistant", "--script", "check_config", "--config", config],
+        sandbox.unit_properties(sandbox.HA_UNIT_FILE), description="SmartOS: Home Assistant's check_config",
+        timeout=600)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
         raise CtlError(f"the configuration has errors:\n{output[-3000:]}", code=Exit.FAILED)

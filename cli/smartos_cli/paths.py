@@ -23,6 +23,16 @@ class Paths:
         return self.data / "backups"
 
     @property
+    def backup_key(self) -> Path:
+        """The device's backup key (root only): the password of backups made without one."""
+        return self.state / "backup.key"
+
+    @property
+    def wifi(self) -> Path:
+        """Wi-Fi settings and wpa_supplicant's file rendered from them (root only)."""
+        return self.data / "wifi"
+
+    @property
     def firewall_rules(self) -> Path:
         return self.state / "firewall.json"
 

@@ -96,8 +96,8 @@ def probe(device: str, stop_ha: bool, ha: Any, venv: str = "/opt/smartos/venv") 
     import json
     import stat
 
+    from . import sandbox
     from .errors import CtlError, Exit
-    from .run import run
 
     path = Path(device)
     if not path.exists() or not stat.S_ISCHR(path.stat().st_mode):
@@ -116,8 +116,13 @@ def probe(device: str, stop_ha: bool, ha: Any, venv: str = "/opt/smartos/venv") 
                            code=Exit.NOT_ALLOWED)
         ha.stop()
         restart = True
+    # Home Assistant's venv may load code Home Assistant's user planted (its .pth names the
+    # run-time package directory): it runs as a throwaway user that can open this one device.
+    real = os.path.realpath(path)
     try:
-        result = run([f"{venv}/bin/python", "-I", PROBE_SCRIPT, str(path)], check=False, timeout=300)
+        result = sandbox.run_sandboxed([f"{venv}/bin/python", "-I", PROBE_SCRIPT, real],
+                                       [*sandbox.DEVICE_ONLY, f"DeviceAllow={real} rw"],
+                                       description=f"SmartOS radio probe of {device}", timeout=300)
     finally:
         if restart:
             ha.start()

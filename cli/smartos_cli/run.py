@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import CtlError, Exit
+
+Completed = subprocess.CompletedProcess[str]
 
 
 def run(cmd: Sequence[str | Path], *, check: bool = True, input_text: str | None = None,
@@ -28,3 +30,13 @@ def run(cmd: Sequence[str | Path], *, check: bool = True, input_text: str | None
         tail = (proc.stderr or proc.stdout).strip()[-1500:]
         raise CtlError(f"{Path(argv[0]).name} failed (exit {proc.returncode}): {tail}", code=Exit.FAILED)
     return proc
+
+
+def follow(cmd: Sequence[str | Path]) -> Iterator[str]:
+    """The lines a long-running program prints, as they come (e.g. `ip monitor`); stops when
+    it exits."""
+    argv = [str(c) for c in cmd]
+    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        yield from proc.stdout

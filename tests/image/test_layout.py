@@ -55,3 +55,36 @@ def test_raspberry_pi_mbr_as_the_firmware_reads_it(tmp_path: Path) -> None:
            for p in table["partitions"]]
     assert got == [(1, 64, "c", True), (65, 2560, "83", False), (2625, 2560, "83", False),
                    (5185, 512, "83", False)]
+
+
+def test_the_data_partition_is_laid_out_by_the_boot_time_tmpfiles_file(tmp_path: Path) -> None:
+    """The build lays out /data with systemd-tmpfiles from the file smartos-prepare applies at
+    every boot (overlays/common), owners resolved in the image's /etc: the two cannot differ."""
+    from rich.console import Console
+    from smartos_image import stages
+    from smartos_image.config import load_config
+    from smartos_image.context import Context
+
+    from tests.conftest import REPO, needs_root
+
+    needs_root()  # ownership
+    ctx = Context(config=load_config(), workdir=tmp_path, logfile=tmp_path / "log", console=Console())
+    layout_file = ctx.rootfs / stages.DATA_LAYOUT
+    layout_file.parent.mkdir(parents=True)
+    layout_file.write_text((REPO / "overlays/common" / stages.DATA_LAYOUT).read_text())
+    (ctx.rootfs / "etc").mkdir()
+    (ctx.rootfs / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
+                                           "homeassistant:x:8123:8123::/data/homeassistant:/bin/false\n")
+    (ctx.rootfs / "etc/group").write_text("root:x:0:\nhomeassistant:x:8123:\nsmartos-admin:x:990:admin\n")
+    stages.prepare_data(ctx)
+    data = tmp_path / "data"
+    made = {p.name: (p.stat().st_uid, p.stat().st_gid, oct(p.stat().st_mode & 0o7777))
+            for p in data.iterdir() if p.is_dir()}
+    wanted = {}
+    for line in layout_file.read_text().splitlines():
+        if line.startswith("d /data/"):
+            _, path, mode, user, group, _ = line.split()
+            ids = {"root": 0, "homeassistant": 8123, "smartos-admin": 990}
+            wanted[path.removeprefix("/data/")] = (ids[user], ids[group], oct(int(mode, 8)))
+    assert made == wanted | {"journal": (0, 0, "0o755")}
+    assert (data / "smartos/README").is_file()
