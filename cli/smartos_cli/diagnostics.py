@@ -7,17 +7,21 @@ what goes in that sets a password, token, key or secret has its value replaced b
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import re
 import socket
+import stat
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import CtlError, Exit
 from .run import run
 
 SECRET_LINE = re.compile(
@@ -26,6 +30,7 @@ SECRET_LINE = re.compile(
 URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^/\s@]+)@")
 CONFIG_FILES = ("*.yaml", "*.yml", "*.conf", "*.json")
 LEFT_OUT = ("secrets.yaml", ".storage", ".cloud", "wifi", "wireguard", "ssh")
+MAX_BYTES = 16 << 20  # in base64 (a third more) well within the system bus's 32 MiB a message
 
 
 def redact(text: str) -> str:
@@ -90,22 +95,30 @@ def _config_files(data: Path) -> list[Path]:
     for tree in ("homeassistant", "smartos", "network"):
         root = data / tree
         for pattern in CONFIG_FILES:
-            for path in root.glob(pattern) if root.is_dir() else ():
-                if path.is_file() and path.name not in LEFT_OUT and path.stat().st_size < (1 << 20):
+            for path in root.glob(pattern) if root.is_dir() and not root.is_symlink() else ():
+                st = path.lstat()  # a link is not followed (Home Assistant's user makes them)
+                if stat.S_ISREG(st.st_mode) and path.name not in LEFT_OUT and st.st_size < (1 << 20):
                     found.append(path)
     return sorted(found)
 
 
-def create(data: Path, target_dir: Path, owner: tuple[int, int] | None = None,
-           sources: dict[str, Callable[[], str]] | None = None, now: float | None = None) -> dict[str, Any]:
-    """Write the tarball into target_dir (owned by owner, the caller); returns its path and size."""
+def _read(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(1 << 20).decode(errors="replace")
+
+
+def create(data: Path, target_dir: Path, sources: dict[str, Callable[[], str]] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """Write the tarball into target_dir (the agent: a directory of its own); returns its path
+    and size."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
     name = f"smartos-diagnostics-{socket.gethostname()}-{stamp}.tar.gz"
     final = target_dir / name
-    partial = target_dir / f".{name}.partial"
     contents = []
+    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with tarfile.open(partial, "w:gz") as tar:
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as tar:
             def add(arcname: str, text: str) -> None:
                 blob = redact(text).encode()
                 info = tarfile.TarInfo(f"{name.removesuffix('.tar.gz')}/{arcname}")
@@ -120,11 +133,42 @@ def create(data: Path, target_dir: Path, owner: tuple[int, int] | None = None,
                     text = f"(not collected: {exc})\n"
                 add(arcname, text)
             for path in _config_files(data):
-                add(f"config/{path.relative_to(data)}", path.read_text(errors="replace"))
-        if owner is not None:
-            os.chown(partial, *owner)
-        os.chmod(partial, 0o600)
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
+                try:
+                    text = _read(path)
+                except OSError as exc:
+                    text = f"(not collected: {exc})\n"
+                add(f"config/{path.relative_to(data)}", text)
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
     return {"path": str(final), "size_bytes": final.stat().st_size, "files": contents}
+
+
+def bundle(data: Path, sources: dict[str, Callable[[], str]] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """The tarball made in a root-only directory and returned in the reply (base64): the agent
+    writes nothing where its caller points; smartosctl saves it (save())."""
+    with tempfile.TemporaryDirectory(prefix="smartos-diagnostics-") as work:
+        made = create(data, Path(work), sources=sources, now=now)
+        blob = Path(made["path"]).read_bytes()
+    if len(blob) > MAX_BYTES:
+        raise CtlError(f"the diagnostics tarball is {len(blob) >> 20} MiB, more than the "
+                       f"{MAX_BYTES >> 20} MiB a reply carries", hint="journalctl -b > journal.txt",
+                       code=Exit.FAILED)
+    return {"name": Path(made["path"]).name, "size_bytes": len(blob), "files": made["files"],
+            "tarball_base64": base64.b64encode(blob).decode()}
+
+
+def save(result: dict[str, Any], target_dir: Path) -> dict[str, Any]:
+    """Write the agent's tarball into target_dir as whoever runs smartosctl, into a new file."""
+    if not target_dir.is_dir():
+        raise CtlError(f"--to: {target_dir} is not a directory")
+    name = Path(result["name"]).name
+    path = target_dir / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise CtlError(f"{path} exists already", hint="wait a second and try again") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(base64.b64decode(result["tarball_base64"]))
+    return {"path": str(path), "size_bytes": result["size_bytes"], "files": result["files"]}
