@@ -4,12 +4,16 @@ The tree is plain files; any static HTTP(S) server that answers Range requests c
 (devices stream bundles, fetching only the blocks they do not have):
 
     <tree>/<channel>/<board>/index.json
+    <tree>/<channel>/<board>/index.json.sig
     <tree>/<channel>/<board>/smartos-<version>-<board>.raucb
 
 index.json lists the channel's releases for one board, newest first: version, file (relative to
 the index), size, sha256 of the file, the hash of the bundle's signed manifest (what a device
 pins when it streams: the manifest carries the dm-verity root hash, so it stands for every byte),
-the oldest version it updates from, and release notes. Releases are immutable: publishing a
+the oldest version it updates from, and release notes; and when it was issued, until when a
+device accepts it, and its sequence number (the format: smartos_cli/channel_index.py, shared
+with the device). index.json.sig is its detached CMS signature by the release signing key, so
+the server needs no trust (a plain http mirror will do). Releases are immutable: publishing a
 version that is already in the channel is refused.
 """
 
@@ -17,20 +21,17 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
+from smartos_cli import channel_index
 
 from .config import Board, Channel
 from .errors import SmartOSError
 from .keys import Keys
 from .run import run
 
-INDEX_FORMAT = 1
 # 128 KiB blocks (squashfs's default) are the unit a streaming device downloads; xz in blocks
 # that small: 427 MiB for the x86-64 root slot, against 461 MiB with zstd -19 and 485 with
 # zstd -15 (measured 2026-11-26), and faster to make than zstd -19.
@@ -120,49 +121,66 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class Release:
-    version: str
-    file: str            # relative to the index
-    size: int
-    sha256: str
-    manifest_hash: str
-    min_version: str     # the oldest version that may update to this one ("" = any)
-    notes: str
-    released_at: str
-    homeassistant: str
-    build_id: str
-
-
 def index_path(tree: Path, channel: Channel, board: Board) -> Path:
     return tree / channel.value / board.value / "index.json"
 
 
-def read_index(path: Path) -> dict[str, Any]:
+def read_index(path: Path) -> channel_index.Index | None:
+    """The channel's index as published (None if nothing is), unsigned format 1 included: its
+    next publish or refresh upgrades it."""
     if not path.exists():
-        return {}
+        return None
     try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SmartOSError(f"{path}: not valid JSON ({exc})",
-                           hint="restore it from a backup of the release tree") from None
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        raise SmartOSError(f"{path}: not a SmartOS channel index (format {INDEX_FORMAT})")
-    return index
+        return channel_index.parse(path.read_bytes(), legacy=True)
+    except channel_index.BadIndex as exc:
+        raise SmartOSError(f"{path}: {exc}", hint="restore it from a backup of the release tree") from None
+
+
+def sign_index(index: channel_index.Index, index_file: Path, keys: Keys) -> None:
+    """Write index_file and its detached signature (index.json.sig, DER CMS, by the signing key).
+
+    Both are written beside their final names and renamed, the signature first: a device that
+    reads them in between sees a signature that does not match and tries again the next day."""
+    keys.require_signing()
+    index_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index_file.with_name(f".{index_file.name}.tmp")
+    sig = index_file.with_name(index_file.name + channel_index.SIGNATURE_SUFFIX)
+    sig_tmp = sig.with_name(f".{sig.name}.tmp")
+    tmp.write_text(index.to_json())
+    run(["openssl", "cms", "-sign", "-binary", "-md", "sha256", "-in", tmp, "-signer",
+         keys.signing_cert, "-inkey", keys.signing_key, "-outform", "DER", "-out", sig_tmp],
+        capture=True)
+    sig_tmp.rename(sig)
+    tmp.rename(index_file)
+
+
+def _reissue(previous: channel_index.Index | None, releases: list[channel_index.Entry], *,
+             channel: Channel, board: Board, valid_days: int) -> channel_index.Index:
+    releases = sorted(releases, key=lambda r: parse_version(r.version), reverse=True)
+    try:
+        return channel_index.issue(channel=channel.value, board=board.value,
+                                   compatible=compatible(board), releases=releases,
+                                   previous=previous.sequence if previous else 0,
+                                   valid_days=valid_days, at=datetime.datetime.now(datetime.UTC))
+    except channel_index.BadIndex as exc:
+        raise SmartOSError(f"--valid-days: {exc}") from None
 
 
 def publish(bundle: Path, tree: Path, *, channel: Channel, board: Board, version: str,
-            min_version: str, notes: str, homeassistant: str, build_id: str, m_hash: str) -> Path:
-    """Copy bundle into the channel tree and list it in the index, newest version first.
+            min_version: str, notes: str, homeassistant: str, build_id: str, m_hash: str,
+            keys: Keys, valid_days: int = channel_index.VALIDITY_DAYS) -> Path:
+    """Copy bundle into the channel tree and list it in the index (newest version first), signed
+    and valid for valid_days.
 
     The bundle lands under its final name before the index names it, and the index is replaced
     by a rename: a device never sees a release whose file is missing or half-copied.
     """
     check_versions(version, min_version)
+    keys.require_signing()
     index_file = index_path(tree, channel, board)
-    index = read_index(index_file)
-    releases = [r for r in index.get("releases", []) if isinstance(r, dict)]
-    if any(r.get("version") == version for r in releases):
+    previous = read_index(index_file)
+    releases = list(previous.releases) if previous else []
+    if any(r.version == version for r in releases):
         raise SmartOSError(f"{version} is already released on {channel.value} for {board.value}: "
                            "releases are immutable", hint="build it as a new version (--set version=...)")
     index_file.parent.mkdir(parents=True, exist_ok=True)
@@ -170,16 +188,26 @@ def publish(bundle: Path, tree: Path, *, channel: Channel, board: Board, version
     tmp = index_file.parent / f".{name}.tmp"
     shutil.copyfile(bundle, tmp)
     tmp.rename(index_file.parent / name)
-    release = Release(
+    releases.append(channel_index.Entry(
         version=version, file=name, size=bundle.stat().st_size, sha256=file_sha256(bundle),
         manifest_hash=m_hash, min_version=min_version, notes=notes,
-        released_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        homeassistant=homeassistant, build_id=build_id)
-    releases.append(asdict(release))
-    releases.sort(key=lambda r: parse_version(str(r["version"])), reverse=True)
-    new_index = {"format": INDEX_FORMAT, "channel": channel.value, "board": board.value,
-                 "compatible": compatible(board), "releases": releases}
-    index_tmp = index_file.with_name(".index.json.tmp")
-    index_tmp.write_text(json.dumps(new_index, indent=2) + "\n")
-    index_tmp.rename(index_file)
+        released_at=channel_index.timestamp(datetime.datetime.now(datetime.UTC)),
+        homeassistant=homeassistant, build_id=build_id))
+    sign_index(_reissue(previous, releases, channel=channel, board=board, valid_days=valid_days),
+               index_file, keys)
     return index_file
+
+
+def refresh(tree: Path, *, channel: Channel, board: Board, keys: Keys,
+            valid_days: int = channel_index.VALIDITY_DAYS) -> channel_index.Index:
+    """Re-sign the channel's unchanged releases with a new sequence number and expiry (run it
+    within every validity period, or devices call the channel stale and install nothing)."""
+    index_file = index_path(tree, channel, board)
+    previous = read_index(index_file)
+    if previous is None:
+        raise SmartOSError(f"{index_file}: nothing is published there to refresh",
+                           hint="check --to, --channel and --board")
+    index = _reissue(previous, list(previous.releases), channel=channel, board=board,
+                     valid_days=valid_days)
+    sign_index(index, index_file, keys)
+    return index

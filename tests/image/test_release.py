@@ -17,7 +17,7 @@ from smartos_image.errors import SmartOSError
 
 def _needs_rauc() -> None:
     if not shutil.which("rauc") or not shutil.which("mksquashfs"):
-        pytest.skip("rauc and squashfs-tools are installed by .ci/run")
+        pytest.skip("rauc and squashfs-tools are installed by ./build.py test (as root)")
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,10 @@ def test_publish_lists_releases_newest_first_and_refuses_a_version_twice(
         release.publish(_bundle(signing, tmp_path, version), tree, channel=Channel.BETA,
                         board=Board.X86_64, version=version,
                         min_version="1.0.0" if version != "1.0.0" else "",
-                        notes=f"notes {version}", homeassistant="2026.2.3", build_id="b", m_hash="0" * 64)
+                        notes=f"notes {version}", homeassistant="2026.2.3", build_id="b", m_hash="0" * 64,
+                        keys=signing)
     index = json.loads((tree / "beta/x86-64/index.json").read_text())
+    assert index["sequence"] == 3  # one per publish
     assert [r["version"] for r in index["releases"]] == ["1.10.0", "1.2.0", "1.0.0"]
     assert index["compatible"] == "smartos-x86-64"
     first = index["releases"][0]
@@ -108,7 +110,45 @@ def test_publish_lists_releases_newest_first_and_refuses_a_version_twice(
     with pytest.raises(SmartOSError, match="immutable"):
         release.publish(_bundle(signing, tmp_path, "1.2.0"), tree, channel=Channel.BETA,
                         board=Board.X86_64, version="1.2.0", min_version="", notes="",
-                        homeassistant="", build_id="b", m_hash="0" * 64)
+                        homeassistant="", build_id="b", m_hash="0" * 64, keys=signing)
+
+
+def test_the_published_index_is_signed_for_the_device_and_a_refresh_extends_it(
+        signing: keys.Keys, tmp_path: Path) -> None:
+    """What `smartos release` writes, the device's own check accepts (real openssl both sides);
+    a format 1 tree (before signing) is upgraded by the next publish."""
+    import datetime
+
+    from smartos_cli import channel_index, update
+
+    tree = tmp_path / "tree"
+    index_file = release.index_path(tree, Channel.STABLE, Board.X86_64)
+    index_file.parent.mkdir(parents=True)
+    index_file.write_text(json.dumps({"format": 1, "releases": [
+        {"version": "1.0.0", "file": "smartos-1.0.0-x86-64.raucb", "size": 1, "sha256": "a" * 64,
+         "manifest_hash": "b" * 64}]}))
+    bundle = tmp_path / "b.raucb"
+    bundle.write_bytes(b"not really a bundle")
+    release.publish(bundle, tree, channel=Channel.STABLE, board=Board.X86_64, version="1.1.0",
+                    min_version="", notes="", homeassistant="", build_id="b", m_hash="c" * 64,
+                    keys=signing, valid_days=7)
+    sig = index_file.with_name("index.json.sig")
+    now = datetime.datetime.now(datetime.UTC)
+    url = "http://mirror.local/stable/x86-64/index.json"
+
+    def read(at: datetime.datetime) -> channel_index.Index:
+        return update.read_index(index_file.read_bytes(), sig.read_bytes(), url,
+                                 compatible="smartos-x86-64", seen=1, at=at, keyring=signing.ca_cert)
+
+    first = read(now)
+    assert [r.version for r in first.releases] == ["1.1.0", "1.0.0"] and first.sequence == 1
+    with pytest.raises(update.CtlError, match="expired"):
+        read(now + datetime.timedelta(days=8))
+    refreshed = release.refresh(tree, channel=Channel.STABLE, board=Board.X86_64, keys=signing,
+                                valid_days=30)
+    assert refreshed.sequence == 2 and refreshed.releases == first.releases
+    assert read(now + datetime.timedelta(days=8)).sequence == 2
+    assert not list(tree.rglob(".*.tmp"))
 
 
 @pytest.mark.parametrize(("version", "min_version", "message"), [
