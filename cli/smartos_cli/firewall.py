@@ -72,15 +72,37 @@ class Rule:
         return f"{self.action} {self.ports}/{self.proto} from {self.source or 'anywhere'}"
 
 
+LOCAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8",
+                  "fc00::/7", "fe80::/10", "::1/128")
+
+
 @dataclass(frozen=True)
 class Defaults:
-    """Ports the firewall role opens to everyone, after the admin's rules."""
+    """What the firewall role opens after the admin's rules (/etc/smartos/firewall.json, written
+    from the same variables as the ruleset): `tcp`/`udp` to everyone, `local_tcp`/`local_udp`
+    only to local networks, the subnets the box is attached to, and the VPN."""
 
-    tcp: tuple[int, ...] = (SSH_PORT, 8123)
-    udp: tuple[int, ...] = (5353,)
+    tcp: tuple[int, ...] = ()
+    udp: tuple[int, ...] = ()
+    local_tcp: tuple[int, ...] = (SSH_PORT, 8123)
+    local_udp: tuple[int, ...] = (5353,)
+    local_networks: tuple[str, ...] = LOCAL_NETWORKS
 
-    def allows(self, proto: Proto, port: int) -> bool:
-        return port in (self.tcp if proto is Proto.TCP else self.udp)
+    def allows(self, proto: Proto, port: int, address: str | None = None) -> bool:
+        """Whether a default opens port to address (None: some local address, such as a caller
+        not on ssh)."""
+        if port in (self.tcp if proto is Proto.TCP else self.udp):
+            return True
+        if port not in (self.local_tcp if proto is Proto.TCP else self.local_udp):
+            return False
+        return address is None or self.is_local(address)
+
+    def is_local(self, address: str) -> bool:
+        """In a local network by the static list. (The box's attached subnets and the VPN
+        count as local too; they are known only to the kernel's ruleset.)"""
+        ip = ipaddress.ip_address(address.split("%")[0])
+        return any(ip.version == net.version and ip in net
+                   for net in map(ipaddress.ip_network, self.local_networks))
 
 
 @dataclass(frozen=True)
@@ -92,7 +114,7 @@ class Ruleset:
         for rule in self.rules:
             if rule.matches(proto, port, address):
                 return rule.action
-        return Action.ALLOW if self.defaults.allows(proto, port) else Action.DENY
+        return Action.ALLOW if self.defaults.allows(proto, port, address) else Action.DENY
 
     def as_dict(self) -> dict[str, object]:
         return {"defaults": asdict(self.defaults),
@@ -119,27 +141,57 @@ def parse_rule(action: str, ports: str, source: str | None = None) -> Rule:
         raise CtlError(f"port: expected 1-65535 (and FIRST <= LAST), got {ports!r}")
     net: str | None = None
     if source is not None:
+        # a scope id (fe80::1%eth0) would reach nft as it is: nft does not take one in a saddr
+        bad = "%" in source
         try:
             net = str(ipaddress.ip_network(source.strip(), strict=False))
         except ValueError:
-            raise CtlError(f"--from: expected an address or network in CIDR form (e.g. "
-                           f"192.168.1.0/24, fd00::/8), got {source!r}") from None
+            bad = True
+        if bad:
+            raise CtlError(f"--from: expected an address or network in CIDR form without a "
+                           f"%scope (e.g. 192.168.1.0/24, fd00::/8), got {source!r}") from None
     return Rule(act, proto, first, last, net)
 
 
-def _rule_from(data: dict[str, object]) -> Rule:
-    return Rule(Action(str(data["action"])), Proto(str(data["proto"])), int(str(data["first_port"])),
-                int(str(data["last_port"])), str(data["source"]) if data.get("source") else None)
+def _rule_from(data: object) -> Rule:
+    """A rule from firewall.json, checked as strictly as the command line's words."""
+    if not isinstance(data, dict) or not {"action", "proto", "first_port", "last_port"} <= set(data) \
+            or not set(data) <= {"action", "proto", "first_port", "last_port", "source"}:
+        raise CtlError(f"expected a rule with action, proto, first_port, last_port, source, got {data!r}")
+    first, last = data["first_port"], data["last_port"]
+    if type(first) is not int or type(last) is not int:
+        raise CtlError(f"ports: expected whole numbers, got {first!r} and {last!r}")
+    source = data.get("source")
+    if source is not None and not isinstance(source, str):
+        raise CtlError(f"source: expected a network in CIDR form or null, got {source!r}")
+    rule = parse_rule(str(data["action"]), f"{first}-{last}/{data['proto']}", source)
+    if source is not None and rule.source != source:
+        raise CtlError(f"source: expected a network in its normal form, got {source!r} "
+                       f"(for {rule.source})")
+    return rule
+
+
+def parse_rules(text: str, where: str = "firewall.json") -> tuple[Rule, ...]:
+    """The admin's rules as firewall.json holds them; every mistake is named with the file."""
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("version") != 1 or not isinstance(raw.get("rules"), list):
+            raise CtlError('expected {"version": 1, "rules": [...]}')
+        return tuple(_rule_from(r) for r in raw["rules"])
+    except (ValueError, CtlError) as exc:
+        raise CtlError(f"{where}: {exc}") from None
 
 
 def load(paths: Paths) -> Ruleset:
     defaults = Defaults()
     if paths.firewall_defaults.exists():
         raw = json.loads(paths.firewall_defaults.read_text())
-        defaults = Defaults(tuple(raw.get("tcp", ())), tuple(raw.get("udp", ())))
+        defaults = Defaults(tuple(raw.get("tcp", ())), tuple(raw.get("udp", ())),
+                            tuple(raw.get("local_tcp", ())), tuple(raw.get("local_udp", ())),
+                            tuple(raw.get("local_networks", LOCAL_NETWORKS)))
     rules: tuple[Rule, ...] = ()
     if paths.firewall_rules.exists():
-        rules = tuple(_rule_from(r) for r in json.loads(paths.firewall_rules.read_text())["rules"])
+        rules = parse_rules(paths.firewall_rules.read_text(), str(paths.firewall_rules))
     return Ruleset(defaults, rules)
 
 

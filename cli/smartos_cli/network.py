@@ -1,6 +1,7 @@
 """`smartosctl network`: addresses, the hostname and Wi-Fi. Settings live on the data
 partition so they survive updates: /data/smartos/hostname (applied at every boot by
 smartos-hostname.service, before the network and mDNS start) and
+/data/wifi/wifi.json (SSID, WPA2's hashed key, country), rendered to
 /data/wifi/wpa_supplicant-wlan0.conf (read by wpa_supplicant@wlan0 when a Wi-Fi adapter is
 present; roles/base)."""
 
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,14 @@ from .run import run
 
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+_PSK = re.compile(r"^[0-9a-f]{64}$")
 WIFI_INTERFACE = "wlan0"
+WIFI_SETTINGS = "wifi.json"
 APPLY_HOSTNAME = "/usr/lib/smartos/apply-hostname"
 
 
 def check_hostname(name: str) -> str:
-    if not _HOSTNAME.match(name) or name.isdigit():
+    if not _HOSTNAME.fullmatch(name) or name.isdigit():
         raise CtlError(f"hostname: expected 1-63 lower-case letters, digits or '-', not starting or "
                        f"ending with '-' (it becomes NAME.local), got {name!r}")
     return name
@@ -47,25 +51,76 @@ def wpa_psk(ssid: str, passphrase: str) -> str:
 
 
 def wifi_config(ssid: str, passphrase: str, country: str) -> str:
-    if not 1 <= len(ssid.encode()) <= 32:
-        raise CtlError(f"SSID: expected 1-32 bytes, got {ssid!r}")
-    if not _COUNTRY.match(country):
-        raise CtlError(f"--country: expected a two-letter country code such as DE or US (the radio "
-                       f"may only transmit with it), got {country!r}")
+    """wpa_supplicant's file for a network (checked first; every mistake named)."""
+    return render_wifi(WifiSettings(ssid, wpa_psk(ssid, passphrase), country))
+
+
+@dataclass(frozen=True)
+class WifiSettings:
+    """/data/wifi/wifi.json: what wpa_supplicant-wlan0.conf is rendered from (root only: the
+    hashed key lets anyone onto the network)."""
+
+    ssid: str
+    psk: str
+    country: str
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.ssid.encode()) <= 32:
+            raise CtlError(f"SSID: expected 1-32 bytes, got {self.ssid!r}")
+        if not _COUNTRY.fullmatch(self.country):
+            raise CtlError(f"--country: expected a two-letter country code such as DE or US (the "
+                           f"radio may only transmit with it), got {self.country!r}")
+        if not _PSK.fullmatch(self.psk):
+            raise CtlError("psk: expected WPA2's key as 64 hexadecimal digits")
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def parse_wifi(text: str, where: str = "wifi.json") -> WifiSettings:
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or set(raw) != {"ssid", "psk", "country"} or \
+                not all(isinstance(v, str) for v in raw.values()):
+            raise CtlError("expected ssid, psk and country (text)")
+        return WifiSettings(raw["ssid"], raw["psk"], raw["country"])
+    except (ValueError, CtlError) as exc:
+        raise CtlError(f"{where}: {exc}") from None
+
+
+def render_wifi(settings: WifiSettings) -> str:
+    # the SSID as hex (unquoted): wpa_supplicant reads a quoted one without escapes, so a '"',
+    # a '\\' or a byte beyond ASCII would reach it as something else
     return "\n".join([
-        "# Written by smartosctl network wifi (the password is stored as WPA2's hashed key).",
-        "ctrl_interface=/run/wpa_supplicant", "update_config=0", f"country={country}",
-        "", "network={", f"    ssid={json.dumps(ssid)}", f"    psk={wpa_psk(ssid, passphrase)}",
+        "# Written by smartosctl network wifi from wifi.json (the password is stored as WPA2's "
+        "hashed key).",
+        "ctrl_interface=/run/wpa_supplicant", "update_config=0", f"country={settings.country}",
+        "", "network={", f"    ssid={settings.ssid.encode().hex()}", f"    psk={settings.psk}",
         "    key_mgmt=WPA-PSK WPA-PSK-SHA256", "}", ""])
+
+
+def parse_hostname(text: str, where: str = "hostname") -> str:
+    """/data/smartos/hostname: one line, the name (as apply-hostname reads it)."""
+    name = text.removesuffix("\n")
+    try:
+        return check_hostname(name)
+    except CtlError as exc:
+        raise CtlError(f"{where}: {exc}") from None
+
+
+def write_wifi(paths: Paths, settings: WifiSettings) -> None:
+    """wifi.json and the wpa_supplicant file rendered from it (both root only)."""
+    write_atomically(paths.wifi / WIFI_SETTINGS, settings.as_json(), 0o600)
+    write_atomically(paths.wifi / f"wpa_supplicant-{WIFI_INTERFACE}.conf", render_wifi(settings), 0o600)
 
 
 def set_wifi(paths: Paths, ssid: str, passphrase: str, country: str,
              sys_net: Path = Path("/sys/class/net")) -> dict[str, Any]:
-    config = wifi_config(ssid, passphrase, country)  # every mistake named before anything is written
+    settings = WifiSettings(ssid, wpa_psk(ssid, passphrase), country)  # every mistake named first
     if not Path("/usr/sbin/wpa_supplicant").exists() or not (sys_net / WIFI_INTERFACE).exists():
         raise CtlError(f"this box has no Wi-Fi adapter ({WIFI_INTERFACE}); nothing changed",
                        hint="use Ethernet, or a board with Wi-Fi (Raspberry Pi)", code=Exit.UNAVAILABLE)
-    write_atomically(paths.data / "wifi" / f"wpa_supplicant-{WIFI_INTERFACE}.conf", config, 0o600)
+    write_wifi(paths, settings)
     run(["systemctl", "restart", f"wpa_supplicant@{WIFI_INTERFACE}.service"])
     return {"ssid": ssid, "country": country, "interface": WIFI_INTERFACE}
 

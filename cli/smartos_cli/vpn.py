@@ -80,7 +80,7 @@ def public_of(private_b64: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise CtlError(f"peer name: expected 1-32 lower-case letters, digits or '-' (e.g. phone, "
                        f"laptop-anna), got {name!r}")
     return name
@@ -94,12 +94,71 @@ def parse_endpoint(text: str) -> str:
     return host
 
 
+def check_key(text: str, what: str = "public key") -> str:
+    """A WireGuard key as wg writes it: base64 of 32 bytes."""
+    try:
+        if len(base64.b64decode(text, validate=True)) == 32 and len(text) == 44:
+            return text
+    except (ValueError, TypeError):
+        pass
+    raise CtlError(f"{what}: expected a WireGuard key (44 characters of base64), got {text!r}")
+
+
+def _peer(raw: object, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Peer:
+    if not isinstance(raw, dict) or set(raw) != {"name", "public_key", "address"}:
+        raise CtlError(f"peers: expected name, public_key and address, got {raw!r}")
+    name, key, address = (str(raw[k]) if isinstance(raw[k], str) else "" for k in
+                          ("name", "public_key", "address"))
+    check_name(name)
+    check_key(key, f"peer {name}: public key")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        ip = None
+    if ip is None or ip not in subnet or str(ip) != address:
+        raise CtlError(f"peer {name}: expected an address in {subnet}, got {raw['address']!r}")
+    return Peer(name, key, address)
+
+
+def parse_settings(text: str, where: str = "vpn.json") -> Settings:
+    """vpn.json, checked field by field (the names and keys end up in wg0.conf)."""
+    try:
+        raw = json.loads(text)
+        fields = {"enabled", "port", "subnet", "endpoint", "peers"}
+        if not isinstance(raw, dict) or not set(raw) <= fields or \
+                not {"enabled", "port", "subnet", "peers"} <= set(raw):
+            raise CtlError(f"expected the fields {', '.join(sorted(fields))}")
+        if not isinstance(raw["enabled"], bool):
+            raise CtlError(f"enabled: expected true or false, got {raw['enabled']!r}")
+        if type(raw["port"]) is not int or not 1 <= raw["port"] <= 65535:
+            raise CtlError(f"port: expected 1-65535, got {raw['port']!r}")
+        try:
+            subnet = ipaddress.ip_network(str(raw["subnet"]))
+        except ValueError:
+            raise CtlError(f"subnet: expected a network such as {DEFAULT_SUBNET}, "
+                           f"got {raw['subnet']!r}") from None
+        if not isinstance(raw["subnet"], str) or subnet.num_addresses < 4:
+            raise CtlError(f"subnet: expected a network such as {DEFAULT_SUBNET}, got {raw['subnet']!r}")
+        endpoint = raw.get("endpoint", "")
+        if not isinstance(endpoint, str) or endpoint and parse_endpoint(endpoint) != endpoint:
+            raise CtlError(f"endpoint: expected HOST or HOST:PORT, got {endpoint!r}")
+        if not isinstance(raw["peers"], list):
+            raise CtlError("peers: expected a list")
+        peers = tuple(_peer(p, subnet) for p in raw["peers"])
+        settings = Settings(enabled=raw["enabled"], port=raw["port"], subnet=str(subnet),
+                            endpoint=endpoint, peers=peers)
+        if len({p.name for p in peers}) != len(peers) or \
+                len({p.address for p in peers} | {settings.device_address.split("/")[0]}) != len(peers) + 1:
+            raise CtlError("peers: expected each name and address once (and not the device's)")
+        return settings
+    except (ValueError, CtlError) as exc:
+        raise CtlError(f"{where}: {exc}") from None
+
+
 def load(paths: Paths) -> Settings:
     if not paths.vpn_settings.exists():
         return Settings()
-    raw = json.loads(paths.vpn_settings.read_text())
-    return Settings(enabled=raw["enabled"], port=raw["port"], subnet=raw["subnet"],
-                    endpoint=raw.get("endpoint", ""), peers=tuple(Peer(**p) for p in raw["peers"]))
+    return parse_settings(paths.vpn_settings.read_text(), str(paths.vpn_settings))
 
 
 def _server_private(paths: Paths) -> str:
@@ -107,7 +166,7 @@ def _server_private(paths: Paths) -> str:
     if not key_file.exists():
         private, _ = keypair()
         write_atomically(key_file, private + "\n", 0o600)
-    return key_file.read_text().strip()
+    return check_key(key_file.read_text().strip(), str(key_file))
 
 
 def render(settings: Settings, server_private: str) -> str:
@@ -166,12 +225,23 @@ class Device:
         if after.port_open == before.port_open and after.port == before.port and \
                 rule.exists() == after.port_open:
             return
-        if after.port_open:
-            write_atomically(rule, f"# smartosctl vpn: WireGuard, while enabled with peers\n"
-                         f'udp dport {after.port} accept comment "smartosctl vpn"\n', 0o644)
-        else:
-            rule.unlink(missing_ok=True)
+        write_firewall_file(self.paths, after)
         run([*self.nft, "-f", str(self.paths.nftables_conf)])
+
+
+def write_firewall_file(paths: Paths, settings: Settings) -> None:
+    """The VPN's rule file under /data/firewall, from the settings (loaded by the caller)."""
+    rule = paths.firewall_include / FIREWALL_FILE
+    if settings.port_open:
+        write_atomically(rule, f"# smartosctl vpn: WireGuard, while enabled with peers\n"
+                         f'udp dport {settings.port} accept comment "smartosctl vpn"\n', 0o644)
+    else:
+        rule.unlink(missing_ok=True)
+
+
+def write_config(paths: Paths, settings: Settings) -> None:
+    """wg0.conf from the settings and the device's key (made if there is none)."""
+    write_atomically(paths.wireguard / f"{INTERFACE}.conf", render(settings, _server_private(paths)), 0o600)
 
 
 def _save(paths: Paths, before: Settings, after: Settings, device: Device) -> Settings:
@@ -179,7 +249,7 @@ def _save(paths: Paths, before: Settings, after: Settings, device: Device) -> Se
     old_files = {p: p.read_text() if p.exists() else None
                  for p in (paths.vpn_settings, paths.wireguard / f"{INTERFACE}.conf")}
     write_atomically(paths.vpn_settings, json.dumps(asdict(after), indent=2) + "\n", 0o644)
-    write_atomically(paths.wireguard / f"{INTERFACE}.conf", render(after, _server_private(paths)), 0o600)
+    write_config(paths, after)
     try:
         device.apply(before, after)
     except BaseException:

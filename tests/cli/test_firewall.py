@@ -3,6 +3,7 @@ the kernel's nftables (in a network namespace) with the firewall role's own rule
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def test_a_ruleset_nft_refuses_changes_nothing(fw_paths: Paths, netns_nft) -> No
     ("allow", "70000/tcp", None, "port: expected 1-65535"),
     ("allow", "90-80/tcp", None, "port: expected 1-65535"),
     ("allow", "80/tcp", "192.168.1.300/24", "--from: expected an address or network in CIDR form"),
+    ("allow", "80/tcp", "fe80::1%eth0/64", "without a %scope"),
+    ("allow", "80/tcp", "fe80::1%eth0", "without a %scope"),
 ])
 def test_bad_rules_are_named(action: str, ports: str, source: str | None, says: str) -> None:
     with pytest.raises(CtlError) as err:
@@ -86,3 +89,15 @@ def test_bad_rules_are_named(action: str, ports: str, source: str | None, says: 
 def test_unknown_rule_number_is_refused(fw_paths: Path) -> None:
     with pytest.raises(CtlError, match="no rule 3: there are 0"):
         firewall.remove(fw_paths, 3)  # type: ignore[arg-type]
+
+
+def test_rules_read_from_the_file_are_checked_like_the_command_line(fw_paths: Paths) -> None:
+    fw_paths.firewall_rules.parent.mkdir(parents=True, exist_ok=True)
+    rule = {"action": "allow", "proto": "tcp", "first_port": 80, "last_port": 80}
+    for source in ("fe80::1%eth0/64", "10.0.0.0/8 accept; flush ruleset", "10.0.0.1/8"):
+        fw_paths.firewall_rules.write_text(json.dumps({"version": 1, "rules": [{**rule, "source": source}]}))
+        with pytest.raises(CtlError, match="firewall.json: .*source|firewall.json: --from"):
+            firewall.load(fw_paths)
+    good = {**rule, "source": "10.0.0.0/8"}
+    fw_paths.firewall_rules.write_text(json.dumps({"version": 1, "rules": [good]}))
+    assert firewall.load(fw_paths).rules[0].nft(1).startswith("ip saddr 10.0.0.0/8 tcp dport 80 accept")

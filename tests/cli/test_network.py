@@ -27,10 +27,20 @@ def test_wpa_psk_is_the_standards_key() -> None:
         "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e"
 
 
-def test_wifi_config_keeps_no_passphrase_and_quotes_the_ssid() -> None:
-    text = network.wifi_config('Cafe "Home"', "my passphrase", "DE")
-    assert "country=DE" in text and 'ssid="Cafe \\"Home\\""' in text
-    assert "my passphrase" not in text and "psk=" in text
+@pytest.mark.parametrize("ssid", ['Cafe "Home"', "back\\slash", "Küche", "plain"])
+def test_wifi_config_keeps_no_passphrase_and_writes_the_ssid_as_hex(ssid: str) -> None:
+    """wpa_supplicant reads a quoted SSID without escapes: as hex, every byte arrives as it is."""
+    text = network.wifi_config(ssid, "my passphrase", "DE")
+    assert "country=DE" in text and f"    ssid={ssid.encode().hex()}\n" in text
+    assert 'ssid="' not in text and bytes.fromhex(text.split("ssid=")[1].split()[0]).decode() == ssid
+    assert "my passphrase" not in text and f"psk={network.wpa_psk(ssid, 'my passphrase')}" in text
+
+
+def test_wifi_settings_are_checked_when_read() -> None:
+    good = network.WifiSettings("Home", network.wpa_psk("Home", "long enough"), "DE")
+    assert network.parse_wifi(good.as_json()) == good
+    with pytest.raises(CtlError, match="wifi.json: psk"):
+        network.parse_wifi('{"ssid": "Home", "psk": "x\\nnetwork={", "country": "DE"}')
 
 
 @pytest.mark.parametrize(("ssid", "password", "country", "says"), [

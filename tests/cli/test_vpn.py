@@ -7,6 +7,7 @@ ruleset."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -88,3 +89,16 @@ def test_duplicate_and_unknown_peers_change_nothing(fw_paths: Paths, netns_nft) 
     with pytest.raises(CtlError, match="no peer named 'tablet' \\(peers: phone\\)"):
         vpn.remove_peer(fw_paths, device, "tablet")
     assert fw_paths.vpn_settings.read_text() == before
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"name": "phone\nPostUp = touch /tmp/owned"}, "peer name: expected"),
+    ({"public_key": "abc\nPostUp = id"}, "peer phone: public key: expected a WireGuard key"),
+    ({"address": "10.99.0.2"}, "peer phone: expected an address in 10.77.0.0/24"),
+])
+def test_settings_read_from_the_file_are_checked(change: dict[str, str], says: str) -> None:
+    _, public = vpn.keypair()
+    peer = {"name": "phone", "public_key": public, "address": "10.77.0.2"} | change
+    text = json.dumps({"enabled": True, "port": 51820, "subnet": "10.77.0.0/24", "peers": [peer]})
+    with pytest.raises(CtlError, match=f"vpn.json: {says}"):
+        vpn.parse_settings(text)
