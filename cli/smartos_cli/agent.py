@@ -5,7 +5,9 @@ reboots, backups, the VPN) it asks of this service on the system bus. The bus's 
 (/usr/share/dbus-1/system.d/org.smartos.Agent1.conf) says who may call which interface, and the
 agent checks the caller again (by uid, from the bus) before anything runs: members of
 smartos-admin and root may call everything; Home Assistant's user (the SmartOS integration) only
-the interfaces in INTEGRATION. Every call that changes state leaves an audit entry (audit.py).
+the methods whose Op says `integration=True` (docs/security.md says why each). The policy file is
+rendered from the same ops table (bus_policy), so the two cannot disagree. Every call that
+changes state leaves an audit entry (audit.py).
 
 Object /org/smartos/Agent1; interfaces org.smartos.Agent1.<Area>; each method takes typed
 arguments and returns a JSON document (one string). Failures are D-Bus errors named
@@ -20,6 +22,7 @@ import grp
 import json
 import logging
 import pwd
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +36,6 @@ BUS_NAME = "org.smartos.Agent1"
 PATH = "/org/smartos/Agent1"
 ADMIN_GROUP = "smartos-admin"
 INTEGRATION_USER = "homeassistant"
-INTEGRATION = ("System", "HomeAssistant", "Backup", "Update")  # what Home Assistant's user may call
 
 log = logging.getLogger("smartos-agent")
 
@@ -46,13 +48,15 @@ class Caller:
 
 @dataclass(frozen=True)
 class Op:
-    """One D-Bus method: `area` names its interface, `audited` whether it changes state."""
+    """One D-Bus method: `area` names its interface, `audited` whether it changes state,
+    `integration` whether Home Assistant's user may call it (besides root and the admin)."""
 
     area: str
     name: str
     args: tuple[tuple[str, str], ...]  # (argument name, D-Bus type)
     fn: Callable[..., Any]             # fn(caller, **arguments) -> a JSON-able result
     audited: bool = True
+    integration: bool = False
 
     @property
     def interface(self) -> str:
@@ -98,7 +102,36 @@ def allowed(caller: Caller, op: Op) -> bool:
         user = pwd.getpwuid(caller.uid)
         if caller.name in admins.gr_mem or user.pw_gid == admins.gr_gid:
             return True
-    return caller.name == INTEGRATION_USER and op.area in INTEGRATION
+    return caller.name == INTEGRATION_USER and op.integration
+
+
+def bus_policy(ops: list[Op]) -> str:
+    """The system bus's policy for the agent: the first gate, before allowed() checks again."""
+    member = '    <allow send_destination="{bus}" send_interface="{interface}" send_member="{name}"/>'
+    integration = "\n".join(member.format(bus=BUS_NAME, interface=op.interface, name=op.name)
+                             for op in ops if op.integration)
+    return f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<!-- Who may call smartos-agent: root and the {ADMIN_GROUP} group everything; Home Assistant's
+     user (the SmartOS integration) the methods listed for it; nobody else anything.
+     Rendered from smartos_cli.ops (agent.bus_policy); the agent checks every caller again. -->
+<busconfig>
+  <policy user="root">
+    <allow own="{BUS_NAME}"/>
+    <allow send_destination="{BUS_NAME}"/>
+  </policy>
+  <policy group="{ADMIN_GROUP}">
+    <allow send_destination="{BUS_NAME}"/>
+  </policy>
+  <policy user="{INTEGRATION_USER}">
+    <allow send_destination="{BUS_NAME}" send_interface="org.freedesktop.DBus.Introspectable"/>
+{integration}
+  </policy>
+  <policy context="default">
+    <deny send_destination="{BUS_NAME}"/>
+  </policy>
+</busconfig>
+"""
 
 
 class Agent:
@@ -205,6 +238,9 @@ async def serve(ops: list[Op], stop: asyncio.Event | None = None) -> None:
 def main() -> None:
     from .ops import OPS
 
+    if sys.argv[1:] == ["--policy"]:  # how the policy file in the image is made
+        print(bus_policy(OPS), end="")
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     asyncio.run(serve(OPS))
 

@@ -65,7 +65,7 @@ def main() -> None:
     status                      the device at a glance, and warnings
     logs [ha|system|smartos]    the journal (--follow, --since 1h, --lines N)
     ha start|stop|restart       Home Assistant's service; ha check-config
-    backup create|list|restore|delete   encrypted backups (--to a USB stick)
+    backup create|list|restore|delete|key   encrypted backups (--to a USB stick)
     vpn enable|disable|show, vpn peer add|remove   WireGuard, with QR codes
     network show|hostname NAME|wifi SSID   addresses, NAME.local, Wi-Fi (kept across updates)
     radio list, radio probe DEV USB sticks, their stable names and Zigbee firmware
@@ -163,8 +163,11 @@ def firewall() -> None:
 
 def _print_rules(data: dict[str, Any]) -> None:
     d = data["defaults"]
+    local = [f"{p}/tcp" for p in d["local_tcp"]] + [f"{p}/udp" for p in d["local_udp"]]
     ports = [f"{p}/tcp" for p in d["tcp"]] + [f"{p}/udp" for p in d["udp"]]
-    click.echo("default open ports: " + ", ".join(ports))
+    click.echo("open to local networks and the VPN: " + (", ".join(local) or "nothing"))
+    click.echo("open to everyone: " + (", ".join(ports) or "nothing"))
+    click.echo("local networks: " + ", ".join(d["local_networks"]) + ", and the subnets this box is on")
     if not data["rules"]:
         click.echo("no rules of your own (smartosctl firewall allow PORT/PROTO)")
     for r in data["rules"]:
@@ -244,18 +247,42 @@ def _print_backup(b: dict[str, Any]) -> None:
 
 
 @backup_group.command(name="create")
-@click.option("--to", "target_dir", metavar="DIR", help="Write it here (e.g. a mounted USB stick) "
-              "instead of /data/backups.")
+@click.option("--to", "target_dir", metavar="DIR", help="Copy it here (e.g. a mounted USB stick) "
+              "instead of keeping it in /data/backups.")
+@click.option("--device-key", is_flag=True, help="Encrypt it with the device's backup key (see "
+              "`smartosctl backup key`) instead of a password.")
 @password_option
 @json_option
 @_errors_to_exit
-def backup_create(target_dir: str | None, password_file: str | None, as_json: bool) -> None:
+def backup_create(target_dir: str | None, device_key: bool, password_file: str | None,
+                  as_json: bool) -> None:
     """Back up Home Assistant's configuration (its database consistently, while it runs) and
-    SmartOS's settings (firewall, network, Wi-Fi, VPN), encrypted with a password."""
-    password = _password(password_file, confirm=True)
-    target = str(Path(target_dir).resolve()) if target_dir else ""
-    info = _agent("Backup", "Create", "ss", target, password)
+    SmartOS's settings (firewall, hostname, Wi-Fi, VPN), encrypted with a password. The agent
+    writes it into /data/backups; with --to, smartosctl copies it there as you and removes it
+    from /data/backups."""
+    from .backup import copy_to
+
+    if target_dir and not Path(target_dir).is_dir():
+        raise CtlError(f"--to: {target_dir} is not a directory", hint="mount the USB stick first")
+    password = "" if device_key else _password(password_file, confirm=True)
+    info = _agent("Backup", "Create", "s", password)
+    if target_dir:
+        try:
+            copied = copy_to(Path(info["path"]), Path(target_dir).resolve())
+        except (CtlError, OSError) as exc:
+            raise CtlError(f"{exc}; the backup stays in {info['path']}") from exc
+        _agent("Backup", "Delete", "s", info["name"])
+        info = {**info, "path": copied.path}
     _echo_json(info) if as_json else _print_backup(info)
+
+
+@backup_group.command(name="key")
+@_errors_to_exit
+def backup_key() -> None:
+    """Show the device's backup key: what decrypts backups made without a password (by Home
+    Assistant, or with --device-key). Keep a copy somewhere safe, away from this box: without it
+    such a backup cannot be restored on another one."""
+    click.echo(_agent("Backup", "Key")["key"])
 
 
 @backup_group.command(name="list")
@@ -279,18 +306,25 @@ def backup_list(directory: str | None, as_json: bool) -> None:
 
 @backup_group.command(name="restore")
 @click.argument("name")
+@click.option("--device-key", is_flag=True, help="It was made with this device's backup key.")
 @password_option
 @json_option
 @_errors_to_exit
-def backup_restore(name: str, password_file: str | None, as_json: bool) -> None:
-    """Restore backup NAME (from backup list, or a path). It is decrypted and checked first; a
-    wrong password or a damaged file changes nothing. Home Assistant restarts."""
-    password = _password(password_file, confirm=False)
-    target = str(Path(name).resolve()) if "/" in name else name
-    result = _agent("Backup", "Restore", "ss", target, password)
-    _echo_json(result) if as_json else click.echo(
-        f"restored {result['restored']} ({result['files']} files, made {result['created']} "
-        f"on {result['from_host']}); Home Assistant is starting")
+def backup_restore(name: str, device_key: bool, password_file: str | None, as_json: bool) -> None:
+    """Restore backup NAME from /data/backups (see backup list; from a USB stick, copy it there
+    first: sudo cp FILE /data/backups/). It is decrypted and checked first; a wrong password, a
+    damaged file or invalid settings change nothing. Home Assistant restarts."""
+    password = "" if device_key else _password(password_file, confirm=False)
+    result = _agent("Backup", "Restore", "ss", name, password)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"restored {result['restored']} ({result['files']} files, made {result['created']} "
+               f"on {result['from_host']}); Home Assistant is starting")
+    left_out = result.get("left_out") or []
+    if left_out:
+        click.echo(f"not restored ({len(left_out)}): " + "; ".join(left_out[:5])
+                   + (" ..." if len(left_out) > 5 else ""))
 
 
 @backup_group.command(name="delete")
@@ -595,6 +629,8 @@ def update_status(as_json: bool) -> None:
                f"url {data['url'] or '(none: set one with smartosctl update url)'}")
     if not data["keyring"]:
         click.secho("this image has no update keyring: it refuses every update", fg="yellow")
+    if data.get("warning"):
+        click.secho(f"warning: {data['warning']}", fg="yellow")
     for name, slot in sorted((data.get("slots") or {}).items()):
         version = slot.get("version") or "as flashed"
         click.echo(f"  slot {name}: {slot.get('state')}, {slot.get('boot_status')}, {version}")
@@ -621,7 +657,11 @@ def update_status(as_json: bool) -> None:
 def diagnostics(target_dir: str, as_json: bool) -> None:
     """A tarball for a bug report: versions, status, journal, hardware, network, firewall and
     configuration, with secrets removed (see the list inside before you share it)."""
-    result = _agent("Support", "Diagnostics", "s", str(Path(target_dir).resolve()))
+    from .diagnostics import save
+
+    if not Path(target_dir).is_dir():
+        raise CtlError(f"--to: {target_dir} is not a directory")
+    result = save(_agent("Support", "Diagnostics"), Path(target_dir).resolve())
     _echo_json(result) if as_json else click.echo(
         f"{result['path']} ({result['size_bytes'] / 2**20:.1f} MiB, {len(result['files'])} files)")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import json
 import os
@@ -34,26 +33,32 @@ def _ha_control(caller: Caller, verb: str) -> dict[str, Any]:
     return homeassistant.control(verb)
 
 
+def _ha_restart(caller: Caller) -> dict[str, Any]:
+    return homeassistant.control("restart")
+
+
 def _ha_check_config(caller: Caller) -> dict[str, Any]:
     return homeassistant.check_config()
 
 
-def _backup_dir(target_dir: str) -> Path:
-    if target_dir:
-        return Path(target_dir)
-    PATHS.backups.mkdir(mode=0o750, exist_ok=True)
-    with contextlib.suppress(KeyError):  # the admin lists and copies them
-        os.chown(PATHS.backups, 0, grp.getgrnam(ADMIN_GROUP).gr_gid)
-    return PATHS.backups
+def _admin_gid() -> int | None:
+    try:
+        return grp.getgrnam(ADMIN_GROUP).gr_gid  # the admin lists and copies backups
+    except KeyError:
+        return None
 
 
 def _device_hooks() -> backup.Hooks:
     def start() -> None:
-        # /etc/systemd/network is a bind mount of /data/network: mount the restored directory
-        # (the bind still holds the one moved aside), then let networkd read it
-        run(["systemctl", "restart", "etc-systemd-network.mount"], check=False)
-        run(["networkctl", "reload"], check=False)
-        run(["nft", "-f", str(PATHS.nftables_conf)])  # the restored firewall rules
+        # the firewall's rule files were rendered from the restored settings: the kernel gets
+        # exactly what `firewall show` prints (a refused ruleset fails the restore, undone)
+        run(["nft", "-f", str(PATHS.nftables_conf)])
+        if (PATHS.state / "hostname").exists():
+            run([network.APPLY_HOSTNAME], check=False)
+        unit = f"wg-quick@{vpn.INTERFACE}.service"
+        run(["systemctl", "enable" if vpn.load(PATHS).enabled else "disable", "--now", unit], check=False)
+        run(["systemctl", "try-restart", unit], check=False)
+        run(["systemctl", "try-restart", f"wpa_supplicant@{network.WIFI_INTERFACE}.service"], check=False)
         homeassistant.start()
 
     ha = pwd.getpwnam(homeassistant.USER)
@@ -61,19 +66,29 @@ def _device_hooks() -> backup.Hooks:
                         owners={"homeassistant": (ha.pw_uid, ha.pw_gid)})
 
 
-def _backup_create(caller: Caller, target_dir: str, password: str) -> dict[str, Any]:
+def _facts() -> dict[str, Any]:
     facts_file = Path("/etc/smartos/build.json")
     facts = json.loads(facts_file.read_text()) if facts_file.exists() else {}
-    info = backup.create(PATHS.data, _backup_dir(target_dir), password,
-                         facts={"smartos": facts.get("version"), "homeassistant": facts.get("homeassistant"),
-                                "board": facts.get("board")})
-    if not target_dir:
-        os.chown(info.path, 0, PATHS.backups.stat().st_gid)
-    return backup.as_dict(info)
+    return {"smartos": facts.get("version"), "homeassistant": facts.get("homeassistant"),
+            "board": facts.get("board")}
+
+
+def _backup_create(caller: Caller, password: str) -> dict[str, Any]:
+    """Into /data/backups only; "" for the device's backup key."""
+    return backup.as_dict(backup.create(PATHS, password, facts=_facts(), group=_admin_gid()))
+
+
+def _backup_create_default(caller: Caller) -> dict[str, Any]:
+    """For Home Assistant's integration: no arguments, the device's backup key."""
+    return backup.as_dict(backup.create(PATHS, "", facts=_facts(), group=_admin_gid()))
+
+
+def _backup_key(caller: Caller) -> dict[str, Any]:
+    return {"key": backup.device_key(PATHS), "path": str(PATHS.backup_key)}
 
 
 def _backup_restore(caller: Caller, name: str, password: str) -> dict[str, Any]:
-    return backup.restore(PATHS.data, backup.find(PATHS.backups, name), password, _device_hooks())
+    return backup.restore(PATHS, backup.find(PATHS.backups, name), password, _device_hooks())
 
 
 def _backup_delete(caller: Caller, name: str) -> dict[str, Any]:
@@ -114,12 +129,10 @@ def _vpn_show(caller: Caller) -> dict[str, Any]:
     return {**settings.as_dict(), "peers": peers}
 
 
-def _diagnostics(caller: Caller, target_dir: str) -> dict[str, Any]:
-    target = Path(target_dir)
-    if not target.is_dir():
-        raise CtlError(f"--to: {target_dir} is not a directory")
-    user = pwd.getpwuid(caller.uid)
-    return diagnostics.create(PATHS.data, target, owner=(user.pw_uid, user.pw_gid))
+def _diagnostics(caller: Caller) -> dict[str, Any]:
+    """The tarball travels in the reply; smartosctl writes it as the caller (no root write in a
+    directory the caller chose)."""
+    return diagnostics.bundle(PATHS.data)
 
 
 def _set_hostname(caller: Caller, name: str) -> dict[str, Any]:
@@ -154,6 +167,11 @@ def _update_install(caller: Caller, version: str, allow_downgrade: bool, reboot:
     return {**result, "rebooting": reboot}
 
 
+def _update_install_newest(caller: Caller) -> dict[str, Any]:
+    """The newest release of the configured channel: what the SmartOS integration may install."""
+    return _update_install(caller, "", False, True)
+
+
 def _update_configure(caller: Caller, key: str, value: str) -> dict[str, Any]:
     if key not in ("channel", "policy", "url"):
         raise CtlError(f"unknown update setting {key!r} (channel, policy, url)")
@@ -174,8 +192,11 @@ OPS: list[Op] = [
     Op("Firewall", "Deny", _FW_ARGS, _firewall_add("deny")),
     Op("Firewall", "Remove", (("number", "u"), ("client", "s"), ("force", "b")), _firewall_remove),
     Op("HomeAssistant", "Control", (("verb", "s"),), _ha_control),
-    Op("HomeAssistant", "CheckConfig", (), _ha_check_config, audited=False),
-    Op("Backup", "Create", (("target_dir", "s"), ("password", "s")), _backup_create),
+    Op("HomeAssistant", "Restart", (), _ha_restart, integration=True),
+    Op("HomeAssistant", "CheckConfig", (), _ha_check_config),
+    Op("Backup", "Create", (("password", "s"),), _backup_create),
+    Op("Backup", "CreateDefault", (), _backup_create_default, integration=True),
+    Op("Backup", "Key", (), _backup_key),
     Op("Backup", "Restore", (("name", "s"), ("password", "s")), _backup_restore),
     Op("Backup", "Delete", (("name", "s"),), _backup_delete),
     Op("Vpn", "Enable", (("endpoint", "s"),), _vpn_enable),
@@ -186,14 +207,15 @@ OPS: list[Op] = [
     Op("Network", "SetHostname", (("name", "s"),), _set_hostname),
     Op("Network", "SetWifi", (("ssid", "s"), ("password", "s"), ("country", "s")), _set_wifi),
     Op("Radio", "Probe", (("device", "s"), ("stop_ha", "b")), _radio_probe),
-    Op("Support", "Diagnostics", (("target_dir", "s"),), _diagnostics, audited=False),
-    Op("Update", "Check", (), lambda caller: update.check(PATHS), audited=False),
-    Op("Update", "Status", (), lambda caller: update.status(PATHS), audited=False),
+    Op("Support", "Diagnostics", (), _diagnostics, audited=False),
+    Op("Update", "Check", (), lambda caller: update.check(PATHS), audited=False, integration=True),
+    Op("Update", "Status", (), lambda caller: update.status(PATHS), audited=False, integration=True),
     Op("Update", "Install", (("version", "s"), ("allow_downgrade", "b"), ("reboot", "b")),
        _update_install),
+    Op("Update", "InstallNewest", (), _update_install_newest, integration=True),
     Op("Update", "Configure", (("key", "s"), ("value", "s")), _update_configure),
     Op("Update", "Auto", (), _update_auto),
-    Op("System", "Reboot", (), _power("reboot")),
-    Op("System", "Shutdown", (), _power("poweroff")),
+    Op("System", "Reboot", (), _power("reboot"), integration=True),
+    Op("System", "Shutdown", (), _power("poweroff"), integration=True),
 ]
 

@@ -35,7 +35,7 @@ def fw_paths(tmp_path: Path) -> Paths:
     role = REPO / "roles" / "firewall"
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
     defaults["firewall__include_dir"] = str(tmp_path / "data" / "firewall")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(role / "templates"),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(role / "templates"), keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["comment"] = lambda text: f"# {text}"
     env.filters["to_json"] = json.dumps  # the two Ansible filters the templates use

@@ -183,3 +183,36 @@ def test_the_device_ops_match_their_functions() -> None:
         params = list(inspect.signature(op.fn).parameters)[1:]
         assert params == [name for name, _ in op.args], op
     assert json.loads(json.dumps([op.action for op in DEVICE_OPS]))
+
+
+def test_the_bus_policy_in_the_image_is_the_one_the_ops_table_renders() -> None:
+    """One source for who may call what: the policy file is agent.bus_policy(OPS), and Home
+    Assistant's user is let through to exactly the ops marked `integration`."""
+    from smartos_cli.ops import OPS as DEVICE_OPS
+
+    assert POLICY.read_text() == agent.bus_policy(DEVICE_OPS), \
+        "regenerate: PYTHONPATH=cli python3 -m smartos_cli.agent --policy > " + str(POLICY.relative_to(REPO))
+    assert sorted(f"{op.area}.{op.name}" for op in DEVICE_OPS if op.integration) == [
+        "Backup.CreateDefault", "HomeAssistant.Restart", "System.Reboot", "System.Shutdown",
+        "Update.Check", "Update.InstallNewest", "Update.Status"]
+
+
+def test_home_assistants_user_passes_only_for_integration_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's own check behind the bus policy (the uid comes from the bus)."""
+    import grp
+    import pwd
+
+    monkeypatch.setattr(grp, "getgrnam", lambda name: grp.struct_group(("smartos-admin", "x", 4242, ["ada"])))
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: pwd.struct_passwd(
+        ("homeassistant", "x", uid, uid, "", "/data/homeassistant", "/usr/sbin/nologin")))
+    from smartos_cli.ops import OPS as DEVICE_OPS
+
+    ha = Caller(8123, "homeassistant")
+    by_name = {f"{op.area}.{op.name}": op for op in DEVICE_OPS}
+    assert agent.allowed(ha, by_name["Update.InstallNewest"])
+    for refused in ("Backup.Restore", "Backup.Create", "Backup.Key", "Backup.Delete", "Update.Install",
+                    "Update.Configure", "Firewall.Allow", "Vpn.Show", "Radio.Probe",
+                    "HomeAssistant.CheckConfig",
+                    "HomeAssistant.Control", "Support.Diagnostics", "Network.SetWifi"):
+        assert not agent.allowed(ha, by_name[refused]), refused
+    assert agent.allowed(Caller(0, "root"), by_name["Backup.Restore"])
