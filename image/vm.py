@@ -24,7 +24,7 @@ from .run import Process, filter_file, interactive, run, spawn, stop
 
 log = logging.getLogger("smartos")
 KERNEL_STARTED = b"Linux version"
-RESTARTED = b"reboot: Restarting system"  # what Linux prints last before a reboot, on every board
+POWERED_OFF = b"reboot: Power down"  # what Linux prints last before it powers off, on every board
 FIRMWARE_STALL = 180  # seconds of console silence before a kernel started that count as a hang
 MAX_RESETS = 3
 
@@ -96,10 +96,17 @@ class Machine:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     raise SmartOSError(f"127.0.0.1:{port} is already in use",
                                        hint="stop the other VM or pick other ports")
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """A new QEMU process on the same disk. -no-reboot: QEMU exits where the machine would
+        reset (a reboot, the watchdog), and _guard powers it on again as a new process: under
+        TCG, OVMF has hung after warm resets inside one QEMU process (the console stopped at its
+        first screen clear, the vCPUs spinning), never on a fresh start."""
         self._qmp_socket.unlink(missing_ok=True)
-        cmd = [*self.command(), "-display", "none", "-monitor", "none",
+        cmd = [*self.command(), "-no-reboot", "-display", "none", "-monitor", "none",
                "-qmp", f"unix:{self._qmp_socket},server=on,wait=off",
-               "-serial", f"file:{self.console_log}"]
+               "-chardev", f"file,id=console,path={self.console_log},append=on", "-serial", "chardev:console"]
         self.proc = spawn(cmd, self.workdir / "qemu.err")
         threading.Thread(target=self._guard, args=(self.proc,), daemon=True).start()
 
@@ -125,44 +132,56 @@ class Machine:
             return reply["return"]
 
     def _guard(self, proc: Process) -> None:
-        """Reset a VM whose firmware or boot loader stopped before any kernel started.
+        """Power the machine on again when its QEMU exits for a reset (-no-reboot), and power-cycle
+        one whose firmware or boot loader stopped before any kernel started.
 
-        Under TCG, OVMF and GRUB have hung after a warm reboot now and then (a CI run: the console
-        stopped at GRUB's first screen clear, before grub.cfg wrote its try counter), where a real
-        board would have rebooted. Nothing of SmartOS runs at that point, so the guard stands in for
-        a power cycle, at most MAX_RESETS times per machine; every reset is kept in self.hangs with
-        the CPU registers at the hang (hang-N.txt), for the tests to report. A hang once a kernel
-        has started is never touched: that is for the tests to see.
+        Under TCG, OVMF and GRUB have hung after a warm reboot now and then (CI runs: the console
+        stopped at the firmware's first screen clear), where a real board would have rebooted.
+        Nothing of SmartOS runs at that point, so the guard stands in for a power cycle, at most
+        MAX_RESETS times per machine and each after a full firmware_stall of silence; every one is
+        kept in self.hangs with the CPU registers at the hang (hang-N.txt), for the tests to
+        report. A hang once a kernel has started is never touched: that is for the tests to see.
         """
-        boot_start = 0  # console offset where the current boot began
-        while proc.poll() is None:
-            time.sleep(min(10, self.firmware_stall / 3))
+        boot_start = self.console_log.stat().st_size if self.console_log.exists() else 0
+        started = time.time()
+        while True:
+            time.sleep(1)
+            if proc.poll() is not None:
+                reset = proc.returncode == 0 and POWERED_OFF not in self._console_from(boot_start)
+                if self.proc is proc and reset:
+                    self._spawn()  # the guest reset the machine: a new QEMU, as a power-on
+                return
+            if self.proc is not proc:
+                return
             try:
-                stat = self.console_log.stat()
-                with self.console_log.open("rb") as fh:
-                    fh.seek(boot_start)
-                    text = fh.read()
+                silent = time.time() - max(self.console_log.stat().st_mtime, started)
             except OSError:
                 continue
-            restarted = text.rfind(RESTARTED)
-            if restarted >= 0:
-                boot_start += restarted + len(RESTARTED)
-                text = text[restarted + len(RESTARTED):]
-            silent = time.time() - stat.st_mtime
-            if KERNEL_STARTED in text or silent < self.firmware_stall or len(self.hangs) >= MAX_RESETS:
+            if (silent < self.firmware_stall or len(self.hangs) >= MAX_RESETS
+                    or KERNEL_STARTED in self._console_from(boot_start)):
                 continue
             where = self.workdir / f"hang-{len(self.hangs) + 1}.txt"
             try:
                 where.write_text(str(self.qmp("human-monitor-command", **{"command-line": "info registers"})))
-                self.qmp("system_reset")
             except (OSError, SmartOSError) as exc:
-                log.warning("the VM hung before its kernel started and could not be reset: %s", exc)
-                return
-            last = _printable(text)[-200:]
+                where.write_text(f"registers not read: {exc}\n")
+            last = _printable(self._console_from(boot_start))[-200:]
             self.hangs.append(f"silent {silent:.0f} s before any kernel started (console ended: "
-                              f"{last!r}); reset, registers in {where}")
-            log.warning("VM reset: %s", self.hangs[-1])
-            boot_start = stat.st_size
+                              f"{last!r}); powered off and on, registers in {where}")
+            log.warning("VM power-cycled: %s", self.hangs[-1])
+            if self.proc is proc:
+                proc.kill()
+                proc.wait()
+                self._spawn()
+            return
+
+    def _console_from(self, offset: int) -> bytes:
+        try:
+            with self.console_log.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read()
+        except OSError:
+            return b""
 
     def interactive(self) -> int:
         """Boot with the serial console on this terminal (Ctrl-A X quits)."""
@@ -206,24 +225,29 @@ class Machine:
         raise SmartOSError(f"{url} did not answer 200 within {timeout:.0f} s")
 
     def _alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
+        deadline = time.monotonic() + 30
+        while proc.returncode == 0 and self.proc is proc and time.monotonic() < deadline:
+            time.sleep(0.5)  # a reset: _guard is starting the next QEMU
+        if self.proc is proc:
             err = (self.workdir / "qemu.err").read_text(errors="replace")[-2000:]
-            raise SmartOSError(f"QEMU exited with {self.proc.returncode}: {err}")
+            raise SmartOSError(f"QEMU exited with {proc.returncode}: {err}")
 
     def power_cut(self) -> None:
         """Pull the plug (kill QEMU at once) and power on again: the disk keeps only what had
         reached it."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         self.start()
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        stop(self.proc)
-        self.proc = None
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            stop(proc)
 
 
 def _printable(data: bytes) -> str:

@@ -1,4 +1,5 @@
-"""The test VM's guard against firmware that hangs before any kernel starts (see Machine._guard)."""
+"""The test VM's guard against firmware that hangs before any kernel starts (see Machine._guard):
+it power-cycles the machine (a new QEMU process)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,6 @@ def test_a_vm_stuck_in_its_firmware_is_reset_and_reported(tmp_path: Path) -> Non
         assert vm.hangs, vm.console_tail()
         assert "before any kernel started" in vm.hangs[0]
         assert "RIP=" in (tmp_path / "vm" / "hang-1.txt").read_text()
-        assert vm.proc is not None and vm.proc.poll() is None  # reset, not stopped
+        assert vm.proc is not None and vm.proc.poll() is None  # powered on again, not left off
     finally:
         vm.stop()
