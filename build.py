@@ -29,15 +29,29 @@ def _bootstrap() -> None:
                 sys.exit("python3-venv is missing: sudo apt-get install python3-venv")
         print(f"setting up the builder's Python environment in {VENV} ...", file=sys.stderr)
         subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
-        subprocess.check_call([str(py), "-m", "pip", "install", "-q", "-e", f"{REPO}[test]"])
+        # uv (a dependency of the builder anyway) installs the rest: 10 s instead of pip's 90 s
+        subprocess.check_call([str(py), "-m", "pip", "install", "-q", "uv"])
+        subprocess.check_call([str(VENV / "bin" / "uv"), "pip", "install", "-q", "--python", str(py),
+                               "-e", f"{REPO}[test]"])
         stamp.write_text(wanted)
     os.environ["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     os.execv(str(py), [str(py), str(REPO / "build.py"), *sys.argv[1:]])
 
 
 def _test(args: list[str]) -> None:
-    """`./build.py test [pytest args]`: the whole test suite (unit, image build, QEMU boot)."""
+    """`./build.py test [pytest args]`: the whole test suite (unit, image build, QEMU boot), after
+    installing the host tools its tests run for real (nft, dbus-daemon, wg, gpg, rauc, QEMU ...)
+    and registering qemu-user for the Raspberry Pi images' arm64 trees."""
+    from rich.console import Console
+    from smartos_image.errors import SmartOSError
+    from smartos_image.host import enable_emulation, install_missing, missing_test_tools
+
     os.chdir(REPO)
+    try:
+        install_missing(missing_test_tools(), Path(os.devnull), Console(stderr=True))
+        enable_emulation("arm64")
+    except SmartOSError as exc:  # not root: the tests that need these skip or fail by name
+        print(f"warning: {exc}", file=sys.stderr)
     os.execv(sys.executable, [sys.executable, "-m", "pytest", *args])
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
+from smartos_cli.channel_index import VALIDITY_DAYS
 
 from . import hass
 from .config import Board, Channel, Config, load_config
@@ -211,6 +212,11 @@ def keys_init(obj: dict[str, Any], directory: Path | None, organization: str, re
     console.print(f"[bold green]done[/]: {made.directory}  (images now trust {made.ca_cert.name})")
 
 
+valid_days_option = click.option(
+    "--valid-days", type=click.IntRange(min=1), default=VALIDITY_DAYS, show_default=True,
+    help="How long devices accept the signed channel index.")
+
+
 @main.command()
 @click.option("--channel", type=click.Choice([c.value for c in Channel]), required=True,
               help="The channel to publish into.")
@@ -224,12 +230,14 @@ def keys_init(obj: dict[str, Any], directory: Path | None, organization: str, re
               help="Signing keys (default: ~/.config/smartos/keys).")
 @click.option("--fast", is_flag=True, help="Quicker bundle compression (zstd), a bigger bundle: "
               "for dev channels and tests.")
+@valid_days_option
 @settings_options
 @click.pass_obj
 @_errors_to_exit
 def release(obj: dict[str, Any], channel: str, tree: Path, notes: str, notes_file: Path | None,
-            min_version: str, keys_dir: Path | None, fast: bool) -> None:
-    """Build the image and its signed update bundle, and publish the bundle into a channel."""
+            min_version: str, keys_dir: Path | None, fast: bool, valid_days: int) -> None:
+    """Build the image and its signed update bundle, publish the bundle into a channel, and sign
+    the channel's index (devices refuse it once it expires: refresh it with release-refresh)."""
     from . import keys as keys_lib
     from . import release as release_lib
     from .pipeline import build as run_build
@@ -239,7 +247,7 @@ def release(obj: dict[str, Any], channel: str, tree: Path, notes: str, notes_fil
     signing.require_signing()
     release_lib.check_versions(cfg.version, min_version)
     index = release_lib.read_index(release_lib.index_path(tree, Channel(channel), cfg.board))
-    if any(r.get("version") == cfg.version for r in index.get("releases", [])):
+    if index and any(r.version == cfg.version for r in index.releases):
         raise SmartOSError(f"{cfg.version} is already released on {channel} for {cfg.board.value}: "
                            "releases are immutable", hint="set a new version: --set version=...")
     if notes_file is not None:
@@ -249,6 +257,35 @@ def release(obj: dict[str, Any], channel: str, tree: Path, notes: str, notes_fil
     published = release_lib.publish(
         bundle, tree, channel=Channel(channel), board=cfg.board, version=cfg.version,
         min_version=min_version, notes=notes, homeassistant=str(ctx.facts.get("homeassistant") or ""),
-        build_id=ctx.facts["build_id"], m_hash=ctx.facts["manifest_hash"])
+        build_id=ctx.facts["build_id"], m_hash=ctx.facts["manifest_hash"], keys=signing,
+        valid_days=valid_days)
     console.print(f"[bold green]released[/] {cfg.version} on {channel}: {published} "
-                  f"({bundle.stat().st_size / 2**20:.1f} MiB bundle)")
+                  f"({bundle.stat().st_size / 2**20:.1f} MiB bundle; the index is valid for "
+                  f"{valid_days} days: `smartos release-refresh` before then)")
+
+
+@main.command(name="release-refresh")
+@click.option("--channel", type=click.Choice([c.value for c in Channel]), required=True,
+              help="The channel whose index to re-sign.")
+@click.option("--to", "tree", type=click.Path(path_type=Path), default=Path("releases"),
+              show_default=True, help="The channel tree.")
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path), default=None,
+              help="Signing keys (default: ~/.config/smartos/keys).")
+@valid_days_option
+@settings_options
+@click.pass_obj
+@_errors_to_exit
+def release_refresh(obj: dict[str, Any], channel: str, tree: Path, keys_dir: Path | None,
+                    valid_days: int) -> None:
+    """Re-sign a channel's index, releases unchanged, with a new expiry (no build). Run it
+    within every validity period (a timer on the publishing host will do): devices refuse an
+    expired index, which keeps a stale or hostile server from holding them on old releases."""
+    from . import keys as keys_lib
+    from . import release as release_lib
+
+    cfg = _config(obj)
+    signing = keys_lib.Keys(keys_dir or keys_lib.default_dir())
+    index = release_lib.refresh(tree, channel=Channel(channel), board=cfg.board, keys=signing,
+                                valid_days=valid_days)
+    console.print(f"[bold green]refreshed[/] {channel} for {cfg.board.value}: {len(index.releases)} "
+                  f"release(s), index number {index.sequence}, valid until {index.expires}")

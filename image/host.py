@@ -29,6 +29,7 @@ TOOLS = {
     "systemctl": "systemd",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "/etc/ssl/certs/ca-certificates.crt": "ca-certificates",  # PyPI and Home Assistant's wheels over HTTPS
 }
 _PI_TOOLS = {
     "mkimage": "u-boot-tools", "mkenvimage": "u-boot-tools",  # boot.scr and the slot state
@@ -44,6 +45,12 @@ BOARD_TOOLS: dict[Board, dict[str, str]] = {
 # what `smartos release` and `smartos keys` need on top: RAUC packs and signs bundles (it runs
 # mksquashfs), openssl makes keys and reads signatures
 RELEASE_TOOLS = {"rauc": "rauc", "mksquashfs": "squashfs-tools", "openssl": "openssl"}
+# what the test suite (`smartos test`, `./build.py test`) needs on top of every board's and the
+# release tools: smartosctl's unit tests run nftables, ip, a private dbus-daemon, WireGuard and
+# gpg for real; the VM tests route the guest to the release server with socat
+TEST_TOOLS = {"nft": "nftables", "ip": "iproute2", "dbus-daemon": "dbus-daemon", "wg": "wireguard-tools",
+              "gpg": "gpg", "socat": "socat", "busctl": "systemd",
+              "zstd": "zstd", "cpio": "cpio"}  # unpacking the Pi images' initramfs
 # Debian architecture -> the name binfmt_misc registers its emulator under
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -61,9 +68,20 @@ def missing_tools(board: Board, release: bool = False) -> dict[str, str]:
             if not (Path(tool).exists() if tool.startswith("/") else which(tool))}
 
 
+def missing_test_tools() -> dict[str, str]:
+    missing: dict[str, str] = {}
+    for board in Board:
+        missing |= missing_tools(board, release=True)
+    return missing | {tool: pkg for tool, pkg in TEST_TOOLS.items() if not which(tool)}
+
+
 def ensure_tools(board: Board, logfile: Path, console: Console, release: bool = False) -> None:
-    """Install what is missing with apt-get (Debian/Ubuntu hosts), or say exactly what to install."""
-    missing = missing_tools(board, release)
+    """Install what a build is missing with apt-get (Debian/Ubuntu hosts), or say exactly what
+    to install."""
+    install_missing(missing_tools(board, release), logfile, console)
+
+
+def install_missing(missing: dict[str, str], logfile: Path, console: Console) -> None:
     if not missing:
         return
     packages = sorted(set(missing.values()))
@@ -89,12 +107,16 @@ def emulation_env(arch: str) -> dict[str, str]:
     return {"QEMU_CPU": EMULATED_CPU[arch]}
 
 
+def binfmt_name(arch: str) -> str:
+    return QEMU_BINFMT.get(arch, f"qemu-{arch}")
+
+
 def check_emulation(arch: str, binfmt_dir: Path = BINFMT_DIR) -> None:
     """A foreign-architecture root tree runs its programs through qemu-user, which the kernel
     starts for them only when binfmt_misc has it registered (and enabled)."""
     if arch == native_arch():
         return
-    name = QEMU_BINFMT.get(arch, f"qemu-{arch}")
+    name = binfmt_name(arch)
     entry = binfmt_dir / name
     enabled = entry.is_file() and entry.read_text().startswith("enabled")
     if not enabled:
@@ -103,6 +125,22 @@ def check_emulation(arch: str, binfmt_dir: Path = BINFMT_DIR) -> None:
             f"{name} entry ({entry})",
             hint=f"sudo sh -c 'mount -t binfmt_misc binfmt_misc {binfmt_dir} 2>/dev/null; "
                  f"update-binfmts --enable {name}'")
+
+
+def enable_emulation(arch: str, binfmt_dir: Path = BINFMT_DIR) -> None:
+    """Register qemu-user for arch with the kernel (root; what the README's test command does on a
+    fresh host, where a container may even lack the binfmt_misc mount). A build only checks
+    (check_emulation) and says how: it never changes the kernel's settings by itself."""
+    try:
+        check_emulation(arch, binfmt_dir)
+        return
+    except SmartOSError:
+        if os.geteuid() != 0:
+            raise
+    if not (binfmt_dir / "register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", binfmt_dir], check=False)
+    run(["update-binfmts", "--enable", binfmt_name(arch)], check=False)
+    check_emulation(arch, binfmt_dir)
 
 
 def ensure_space(*dirs: Path, need_gib: int) -> None:

@@ -31,8 +31,9 @@ DPKG_PATH_RULES = ("exclude=/usr/share/man/*", "exclude=/usr/share/info/*",
                    "exclude=/usr/share/locale/*", "include=/usr/share/locale/locale.alias",
                    "exclude=/usr/share/doc/*", "include=/usr/share/doc/*/copyright")
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
-BUILDER_PACKAGES = ("python3-venv", "python3-dev", "gcc", "g++", "make", "pkg-config",
-                    "ca-certificates", "libffi-dev", "libssl-dev",
+BUILD_PACKAGES = ("python3-venv", "python3-dev", "gcc", "g++", "make", "pkg-config",
+                  "ca-certificates", "libffi-dev", "libssl-dev")  # what building Python packages needs
+BUILDER_PACKAGES = (*BUILD_PACKAGES,
                     # the native tools a foreign tree borrows (image/native.py)
                     "patchelf", "kmod", "zstd", "cpio", "dracut-install")
 BUILTIN_LOCALE = "C.UTF-8"  # built into glibc; any other locale is generated (roles/base)
@@ -100,7 +101,7 @@ def _divert_hooks(paths: tuple[str, ...]) -> list[str]:
 
 def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path, arch: str,
                 components: tuple[str, ...], diverted: tuple[str, ...] = (),
-                path_rules: tuple[str, ...] = ()) -> None:
+                path_rules: tuple[str, ...] = (), foreign: tuple[str, ...] = ()) -> None:
     """mmdebstrap into target; a foreign-architecture tree borrows native tools while its packages
     install (image/native.py), which needs the native builder tree first."""
     deb_cache.mkdir(parents=True, exist_ok=True)
@@ -111,8 +112,8 @@ def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path
         overlay = native.mmdebstrap_options(native_tree)
         env["PATH"] = f"{native.path_dir()}:{os.environ.get('PATH', '')}"
     try:
-        _run_mmdebstrap(ctx, target, packages, deb_cache, arch, components, diverted, path_rules,
-                        overlay, env)
+        _run_mmdebstrap(ctx, target, packages, deb_cache, ",".join((arch, *foreign)), components,
+                        diverted, path_rules, overlay, env)
     finally:
         umount_below(target)
 
@@ -230,8 +231,8 @@ def _ansible_vars(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     keys = cfg.authorized_keys()
     return {
-        "smartos__image_build": True,
-        "smartos__version": cfg.version,
+        "smartos__image_build": True,  # not the version: a release at another version reuses the
+        # configured tree (the version is written after the roles, _write_os_release)
         "base__hostname": cfg.hostname,
         "base__timezone": cfg.timezone,
         "base__locale": cfg.locale,
@@ -350,6 +351,7 @@ def install_overlays(ctx: Context) -> None:
         package = ctx.rootfs / "usr/lib/python3/dist-packages/smartos_cli"
         shutil.copytree(ctx.repo / "cli" / "smartos_cli", package, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
+        _compile_bytecode(ctx, package)
         # Its bash completion, made here once instead of by python3 at every ssh login.
         from smartos_cli.main import completion_script
 
@@ -361,6 +363,18 @@ def install_overlays(ctx: Context) -> None:
         for extra in ctx.config.extra_trees:
             ctx.note(f"extra tree {extra}")
             run(["cp", "-a", "--no-preserve=ownership", f"{extra}/.", ctx.rootfs], logfile=ctx.logfile)
+
+
+def _compile_bytecode(ctx: Context, package: Path) -> None:
+    """Byte-compile a package of the root tree by the native builder's Python (the image's
+    version; .pyc files do not depend on the CPU): the root is read-only on a device, where
+    Python would otherwise compile every module again at each start of smartosctl."""
+    builder = _builder_root(ctx, host.native_arch())
+    _check_builder_python(ctx, builder)
+    target = f"/usr/lib/python3/dist-packages/{package.name}"
+    with mounted(builder, binds=[(package, f"/build/{package.name}")]):
+        run(["chroot", builder, "python3", "-m", "compileall", "-q", "-d", target, f"/build/{package.name}"],
+            logfile=ctx.logfile)
 
 
 def _write_update_settings(ctx: Context) -> None:
@@ -409,6 +423,25 @@ def _builder_root(ctx: Context, arch: str) -> Path:
                     arch=arch, components=("main",))
         if arch == host.native_arch():
             native.install_tools(tmp, arch, ctx.logfile)
+        entry.publish()
+        entry.prune_others()
+    return entry.path
+
+
+def _cross_root(ctx: Context, arch: str) -> Path:
+    """A cached native Debian tree with arch's cross compilers and arch's Python headers and build
+    settings (Debian's multiarch libpython3-dev, whose sysconfig data names the cross compiler):
+    the few wheels PyPI lacks for arch are compiled here at native speed (wheels.cross_env)."""
+    cfg = ctx.config
+    native_arch = host.native_arch()
+    packages = [*BUILD_PACKAGES, *wheels.cross_packages(arch)]
+    key = cache.digest("cross-v1", cfg.debian.suite, cfg.debian.mirror, native_arch, arch, packages)
+    entry = cache.Entry(ctx.cache, "cross", key)
+    if not entry.exists():
+        ctx.note(f"bootstrapping the {native_arch} tree that cross-compiles for {arch} (once per suite)")
+        tmp = entry.begin(create=False)
+        _mmdebstrap(ctx, tmp, packages, ctx.cache / "debs" / f"{cfg.debian.suite}-{native_arch}",
+                    arch=native_arch, components=("main",), foreign=(arch,))
         entry.publish()
         entry.prune_others()
     return entry.path
@@ -512,8 +545,9 @@ def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> No
 
 
 def _foreign_wheelhouse(ctx: Context, builder: Path, work: Path, arch: str) -> Path:
-    """Wheels for the packages that publish none for arch, built once under emulation and kept in
-    the cache (wheels/<suite>-<arch>); the docs list which packages these are."""
+    """Wheels for the packages that publish none for arch, cross-compiled once at native speed
+    (_cross_root) and kept in the cache (wheels/<suite>-<arch>); the docs list which packages
+    these are."""
     wheelhouse = ctx.cache / "wheels" / f"{ctx.config.debian.suite}-{arch}"
     wheelhouse.mkdir(parents=True, exist_ok=True)
     env = chroot_env(network=True) | UV_ENV
@@ -529,26 +563,21 @@ def _foreign_wheelhouse(ctx: Context, builder: Path, work: Path, arch: str) -> P
     missing = [s for s in sdists if not wheels.have_wheel(wheelhouse, s, tags)]
     if not missing:
         return wheelhouse
-    ctx.note(f"building {len(missing)} {arch} wheels under emulation (once): "
+    ctx.note(f"cross-compiling {len(missing)} {arch} wheels (once): "
              + ", ".join(f"{s.name}=={s.version}" for s in missing))
-    foreign = _builder_root(ctx, arch)
-    _check_builder_python(ctx, foreign)
+    cross = _cross_root(ctx, arch)
+    _check_builder_python(ctx, cross)
     src = work / "sdists"
     src.mkdir(exist_ok=True)
     for sdist in missing:
         wheels.download(sdist, src)
-    uv_version = run([host.uv_binary(), "--version"], capture=True).stdout.split()[1]
-    with mounted(builder, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
-        run(["chroot", builder, "uv", "pip", "install", "--quiet", "--python-platform", platform,
-             "--python", "/usr/bin/python3", "--target", "/build/uv-target", f"uv=={uv_version}"],
-            env=env, inherit_env=False, logfile=ctx.logfile)
-    shutil.copy(work / "uv-target/bin/uv", foreign / "usr/local/bin/uv")
+    shutil.copy(host.uv_binary(), cross / "usr/local/bin/uv")
     out = work / "built"
     out.mkdir(exist_ok=True)
-    with mounted(foreign, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
+    with mounted(cross, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
         for sdist in missing:
-            run(["chroot", foreign, "uv", "build", "--wheel", "--out-dir", "/build/built",
-                 f"/build/sdists/{sdist.filename}"], env=env | host.emulation_env(arch),
+            run(["chroot", cross, "uv", "build", "--wheel", "--out-dir", "/build/built",
+                 f"/build/sdists/{sdist.filename}"], env=env | wheels.cross_env(arch),
                 inherit_env=False, logfile=ctx.logfile)
     for whl in out.glob("*.whl"):
         shutil.copy(whl, wheelhouse / f".{whl.name}.tmp")
@@ -581,18 +610,27 @@ def _trim_venv(venv: Path) -> None:
         packed.unlink()
 
 
+DATA_LAYOUT = "usr/lib/tmpfiles.d/smartos-data.conf"  # in the root tree (overlays/common)
+
+
 def prepare_data(ctx: Context) -> None:
-    """The data partition's first contents: Home Assistant's config dir and the persistent dirs."""
+    """The data partition's first contents: its layout, laid out by systemd-tmpfiles from the same
+    file smartos-prepare applies at every boot (owners resolved in the image's /etc), and the
+    journal's directory."""
     with ctx.stage("Prepare the data partition"):
         data = ctx.workdir / "data"
-        if data.exists():
-            shutil.rmtree(data)
-        for sub in ("homeassistant", "journal", "ssh", "network", "wifi", "smartos", "firewall",
-                    "python-deps", "rauc", "wireguard"):
-            (data / sub).mkdir(parents=True)
-        os.chown(data / "homeassistant", HA_USER_UID, HA_USER_UID)
-        for private in ("ssh", "wifi", "wireguard"):
-            (data / private).chmod(0o700)
+        scratch = ctx.workdir / "data-root"
+        for d in (data, scratch):
+            if d.exists():
+                shutil.rmtree(d)
+        (scratch / "etc").mkdir(parents=True)
+        for name in ("passwd", "group"):
+            shutil.copy(ctx.rootfs / "etc" / name, scratch / "etc" / name)
+        run(["systemd-tmpfiles", f"--root={scratch}", "--create", ctx.rootfs / DATA_LAYOUT],
+            logfile=ctx.logfile)
+        (scratch / "data").rename(data)
+        shutil.rmtree(scratch)
+        (data / "journal").mkdir()  # bind-mounted over /var/log/journal (roles/base, fstab)
         (data / "smartos" / "README").write_text(
             "This partition keeps what survives an OS update: Home Assistant's configuration,\n"
             "runtime-installed Python packages, ssh host keys, network settings and the journal.\n")

@@ -2,9 +2,9 @@
 
 The Home Assistant venv for an arm64 image is installed by the native (amd64) builder with uv's
 --python-platform: wheels are chosen for the target, and byte code is compiled by the same Python
-version natively (.pyc files do not depend on the CPU). Emulation is left with one job: building
-the few packages that publish no wheel for the target (an sdist only), once, into a wheelhouse
-that later builds reuse.
+version natively (.pyc files do not depend on the CPU). The few packages that publish no wheel
+for the target (an sdist only) are cross-compiled natively, once, into a wheelhouse that later
+builds reuse: nothing here runs under emulation.
 """
 
 from __future__ import annotations
@@ -24,6 +24,23 @@ from .errors import SmartOSError
 # Debian architecture -> (uv --python-platform, the machine in wheel platform tags)
 PLATFORMS = {"arm64": ("aarch64-manylinux_2_40", "aarch64"), "amd64": ("x86_64-manylinux_2_40", "x86_64")}
 GLIBC_MINOR = 40  # trixie has glibc 2.41; uv's newest manylinux target is 2_40
+# Debian architecture -> its GNU triplet (cross compilers' prefix) and Python's platform name
+CROSS = {"arm64": ("aarch64-linux-gnu", "linux-aarch64")}
+
+
+def cross_packages(arch: str) -> list[str]:
+    """What a native Debian tree needs to build arch's Python extensions: the cross compilers
+    and arch's Python headers, whose sysconfig data names those compilers."""
+    gnu = CROSS[arch][0]
+    return [f"gcc-{gnu}", f"g++-{gnu}", f"libpython3-dev:{arch}"]
+
+
+def cross_env(arch: str) -> dict[str, str]:
+    """Make the native Python build extensions for arch: its sysconfig data (compilers, flags,
+    extension suffix) is arch's, and the wheel is tagged with arch's platform."""
+    gnu, platform = CROSS[arch]
+    return {"_PYTHON_SYSCONFIGDATA_NAME": f"_sysconfigdata__linux_{gnu}", "_PYTHON_HOST_PLATFORM": platform,
+            "CC": f"{gnu}-gcc", "CXX": f"{gnu}-g++", "AR": f"{gnu}-ar"}
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -69,23 +71,86 @@ def image_settings(ssh_key: Path, update_keys: Path) -> list[str]:
             "--set", "hostname=smartos-test", "--set", f"update.keyring={update_keys}/ca.cert.pem"]
 
 
+class Images:
+    """The test images, each built once per session (raw, uncompressed). `prefetch` builds some
+    in the background, one after another, while other tests run: the Raspberry Pi images build
+    while the x86-64 VM tests run (a TCG machine and qemu-user's emulated dpkg share the two
+    cores better than either uses them alone). A build takes the cache's lock, so builds never
+    overlap each other."""
+
+    def __init__(self, ssh_key: Path, update_keys: Path) -> None:
+        self.settings = image_settings(ssh_key, update_keys)
+        self.futures: dict[str, Future[Path]] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-build")
+
+    def _build(self, board: str) -> Path:
+        needs_root()
+        result = smartos("--board", board, *self.settings, "--set", f"output_dir={OUT}", "build")
+        assert result.returncode == 0, result.stdout + result.stderr
+        images = list(OUT.glob(f"smartos-*-{board}.img"))
+        assert len(images) == 1, images
+        return images[0]
+
+    def __call__(self, board: str) -> Path:
+        with self.lock:
+            future = self.futures.get(board)
+            mine = future is None
+            if future is None:
+                future = self.futures[board] = Future()
+        if mine:
+            try:
+                future.set_result(self._build(board))
+            except BaseException as exc:  # a failed assertion or pytest's skip, for every waiter
+                future.set_exception(exc)
+        return future.result()
+
+    def prefetch(self, boards: list[str]) -> None:
+        with self.lock:
+            for board in boards:
+                if board not in self.futures:
+                    self.futures[board] = self.pool.submit(self._build, board)
+
+
 @pytest.fixture(scope="session")
-def image_for(ssh_key: Path, update_keys: Path) -> Callable[[str], Path]:
+def image_for(ssh_key: Path, update_keys: Path) -> Iterator[Images]:
     """Build a board's test image once per session (raw, uncompressed) and return its path."""
-    built: dict[str, Path] = {}
+    images = Images(ssh_key, update_keys)
+    yield images
+    images.pool.shutdown(wait=True, cancel_futures=True)
 
-    def build(board: str) -> Path:
-        if board not in built:
-            needs_root()
-            result = smartos("--board", board, *image_settings(ssh_key, update_keys),
-                             "--set", f"output_dir={OUT}", "build")
-            assert result.returncode == 0, result.stdout + result.stderr
-            images = list(OUT.glob(f"smartos-*-{board}.img"))
-            assert len(images) == 1, images
-            built[board] = images[0]
-        return built[board]
 
-    return build
+NEEDED_BOARDS: set[str] = set()  # the boards whose images the collected tests use
+
+
+ONE_BOARD = ("board-independent (the same units, overlays and Python code on every board): runs on "
+             "the x86-64 VM; the rpi4 VM runs the tests marked every_board")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """VM tests run on the x86-64 VM; on the rpi4 VM (arm64 under TCG, several times slower) only
+    those marked every_board: what differs between the boards (boot loader and slot switching,
+    the architecture's binaries and Home Assistant's venv, the data partition, the radios' rules).
+    The Pi images' structural tests run after the x86-64 VM tests, while which the Pi images are
+    built in the background (see Images); the rpi4 VM tests come last."""
+    def vm_board(item: pytest.Item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("board") if callspec and item.get_closest_marker("vm") else None
+
+    for item in items:
+        board = vm_board(item)
+        if board not in (None, "x86-64") and not item.get_closest_marker("every_board"):
+            item.add_marker(pytest.mark.skip(reason=ONE_BOARD))
+    pi = [item for item in items if item.nodeid.startswith("tests/image/test_pi_image.py")]
+    boards = {board for board in map(vm_board, items) if board}
+    NEEDED_BOARDS.update(boards | (set(PI_BOARDS) if pi else set()))
+    if not pi or "x86-64" not in boards:
+        return
+    rest = [item for item in items if item not in pi]
+    first_pi_vm = next((n for n, item in enumerate(rest) if vm_board(item) not in (None, "x86-64")),
+                       len(rest))
+    items[:] = rest[:first_pi_vm] + pi + rest[first_pi_vm:]
 
 
 @pytest.fixture(scope="session", params=VM_BOARDS)
@@ -120,7 +185,7 @@ UPDATE_URL = "http://10.0.2.100:8080"
 
 
 @pytest.fixture(scope="session")
-def vm(built_image: Path, release_server: object,
+def vm(built_image: Path, release_server: object, board: str, image_for: Images,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     needs_root()
     from smartos_image.vm import Machine
@@ -129,6 +194,8 @@ def vm(built_image: Path, release_server: object,
                       restrict=True, disk_size="8G",
                       guest_forwards=((8080, release_server.port),))  # type: ignore[attr-defined]
     machine.start()
+    if board == "x86-64" and not os.environ.get("SMARTOS_TEST_IMAGE"):
+        image_for.prefetch(sorted(NEEDED_BOARDS - {"x86-64"}))  # build while this VM's tests run
     try:
         machine.wait_for_port(2222, 420)
         yield machine

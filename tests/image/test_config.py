@@ -73,3 +73,19 @@ def test_bad_set_override_names_the_override() -> None:
 def test_missing_config_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(SmartOSError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_release_at_another_version_reuses_the_configured_tree(tmp_path: Path) -> None:
+    """The roles' cache key is their variables: the version must not be one of them, or every
+    `smartos release` would apply the roles again (the version is written after them)."""
+    from rich.console import Console
+    from smartos_image import stages
+    from smartos_image.context import Context
+
+    def variables(version: str) -> object:
+        cfg = load_config(None, (f"version={version}", "admin.ssh_keys=['ssh-ed25519 AAAA test']"))
+        return stages._ansible_vars(Context(config=cfg, workdir=tmp_path, logfile=tmp_path / "log",
+                                            console=Console()))
+
+    assert variables("0.1.0") == variables("0.2.0")
+    assert "0.2.0" not in str(variables("0.2.0"))
