@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -118,9 +119,17 @@ def main() -> None:
     sizes = {r["version"]: r["size"] for r in index["releases"]}
     results |= {"release_s": timings, "bundle_mib": {v: round(s / 2**20, 1) for v, s in sizes.items()}}
     print(f"release: {timings} s; bundles {results['bundle_mib']} MiB", flush=True)
-    # the device runs 0.2.0; only 0.2.1 is offered
-    (tree / "stable/x86-64/index.json").write_text(json.dumps(
-        index | {"releases": [r for r in index["releases"] if r["version"] == "0.2.1"]}))
+    # the device runs 0.2.0; only 0.2.1 is offered (re-signed: the device verifies the index)
+    from smartos_cli import channel_index
+    from smartos_image import keys as keys_lib
+    from smartos_image import release as release_lib
+
+    index_file = tree / "stable/x86-64/index.json"
+    published = channel_index.parse(index_file.read_bytes())
+    release_lib.sign_index(dataclasses.replace(
+        published, sequence=published.sequence + 1,
+        releases=tuple(r for r in published.releases if r.version == "0.2.1")),
+        index_file, keys_lib.Keys(keys))
     image = work / "out-0.2.0" / "smartos-0.2.0-x86-64.img"
     hangs: list[str] = []
     with ReleaseServer(tree) as server:

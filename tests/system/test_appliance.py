@@ -6,13 +6,14 @@ guest has no route to the internet: Home Assistant must come up from what the im
 
 import json
 import re
+import shlex
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.every_board]
 
 
 def test_smartos_service_runs_home_assistant_as_its_own_user(host, ha_ready) -> None:
@@ -73,11 +74,14 @@ def test_no_password_anywhere(host) -> None:
         assert pw in ("*", "!", "!*") or pw.startswith("!"), f"{user} has a password"
 
 
-def test_firewall_drops_inbound_by_default(host) -> None:
-    chain = host.check_output("sudo nft list chain inet smartos input")
-    assert "policy drop" in chain
-    assert "tcp dport { 22, 8123 } accept" in chain
-    assert "udp dport 5353 accept" in chain
+def test_firewall_drops_inbound_by_default_and_opens_its_ports_to_local_sources_only(host) -> None:
+    assert "policy drop" in host.check_output("sudo nft list chain inet smartos input")
+    local = host.check_output("sudo nft list chain inet smartos local_only")
+    assert 'iifname != "wg0" ip saddr != @local4 return' in local
+    assert "tcp dport { 22, 8123 } accept" in local and "udp dport 5353 accept" in local
+    assert host.service("smartos-localnets.service").is_running
+    # QEMU's network (10.0.2.15/24) is the subnet the box is on: written where the ruleset reads it
+    assert "10.0.2.0/24" in host.check_output("cat /run/smartos-localnets/attached.nft")
 
 
 def test_radio_udev_rules_are_installed_and_valid(host) -> None:
@@ -111,6 +115,25 @@ def test_userspace_is_the_boards_architecture(host, board) -> None:
     assert host.check_output("uname -m") == expected
     assert host.check_output("/opt/smartos/venv/bin/python -c 'import platform; print(platform.machine())'") \
         == expected
+
+
+def test_the_compiled_packages_pypi_has_no_wheel_for_work(host) -> None:
+    """The C/C++ packages the build compiles itself (on the Pi images cross-compiled for aarch64,
+    image/wheels.py) load and compute in the venv's Python on the device."""
+    code = """
+import json, lru, netifaces, pymicro_vad, pyspeex_noise
+cache = lru.LRU(2)
+for key in (1, 2, 3):
+    cache[key] = key
+vad = pymicro_vad.MicroVad()
+speech = [vad.Process10ms(bytes(320)) for _ in range(300)]  # 3 s of silence
+quiet = pyspeex_noise.AudioProcessor(0, 0).Process10ms(bytes(320)).audio
+print(json.dumps({"lru": list(cache.keys()), "lo": "lo" in netifaces.interfaces(),
+                  "vad": [p for p in speech if p >= 0][-1:], "speex": quiet == bytes(320)}))
+"""
+    out = json.loads(host.check_output(f"/opt/smartos/venv/bin/python -c {shlex.quote(code)}"))
+    assert out["lru"] == [3, 2] and out["lo"] and out["speex"], out
+    assert len(out["vad"]) == 1 and 0 <= out["vad"][0] < 0.5, out  # silence: a low speech probability
 
 
 def test_kernel_modules_are_stored_plain_and_load(host) -> None:
@@ -213,18 +236,18 @@ def test_a_new_venv_starts_with_its_own_empty_runtime_package_directory(host) ->
     """What an OS update that brings a new venv (a new Python or Home Assistant) does to the
     run-time packages: the venv's id changes, smartos-prepare points `current` at a new, empty
     directory (no binary built for the old Python is ever loaded) and keeps the old one for a
-    rollback. Played here by changing the id and running the real script, then going back."""
+    rollback. Played here by changing the id and running the real script as Home Assistant's
+    user (as smartos.service does before it starts Home Assistant), then going back."""
     deps = "/data/python-deps"
     old = host.file("/etc/smartos/venv-id").content_string.strip()
     try:
         host.run_test("echo smartos-test-new-venv | sudo tee /etc/smartos/venv-id")
-        host.run_test("sudo /usr/lib/smartos/prepare-data")
+        host.run_test("sudo -u homeassistant /usr/lib/smartos/prepare-deps")
         assert host.file(f"{deps}/current").linked_to == f"{deps}/smartos-test-new-venv"
         assert host.check_output(f"ls -A {deps}/current/") == ""
         assert host.file(f"{deps}/{old}").is_directory  # kept for going back
-        assert host.file("/data/smartos/venv-id").content_string.strip() == "smartos-test-new-venv"
     finally:
         host.run_test(f"echo {old} | sudo tee /etc/smartos/venv-id")
-        host.run_test("sudo /usr/lib/smartos/prepare-data")  # a rollback: the old directory again
-        host.run_test(f"sudo rm -rf {deps}/smartos-test-new-venv")
+        host.run_test("sudo -u homeassistant /usr/lib/smartos/prepare-deps")  # a rollback: the old one
+        host.run_test(f"sudo -u homeassistant rm -rf {deps}/smartos-test-new-venv")
     assert host.file(f"{deps}/current").linked_to == f"{deps}/{old}"

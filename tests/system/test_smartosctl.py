@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.vm
 
 
+@pytest.mark.every_board
 def test_status_json_reports_the_slot_and_home_assistant(host, board, ha_ready) -> None:
     status = json.loads(host.check_output("smartosctl status --json"))
     assert status["slot"] == "A"
@@ -90,9 +91,22 @@ def test_backup_create_change_restore_brings_the_file_back(host, ha_ready) -> No
     assert restored.rc == 0, restored.stderr
     assert host.check_output(f"sudo cat {config}") == original
     assert host.file(config).user == "homeassistant"
-    # the restored /data/network is what networkd reads (a bind mount, mounted again)
+    # /data/network is this device's own (not restored): still what networkd reads
     assert host.run("sudo touch /data/network/restore-check && ls /etc/systemd/network/restore-check").rc == 0
     host.run("sudo rm /data/network/restore-check")
+    # by name from /data/backups only: a path is refused before anything is read
+    by_path = host.run(f"echo 'correct horse battery' | smartosctl backup restore /data/backups/{name} "
+                       "--password-file -")
+    assert by_path.rc == 2 and "not a path" in by_path.stderr
+    stick = host.run("mkdir -p ~/stick && echo 'correct horse battery' | smartosctl backup create "
+                     "--to ~/stick --password-file - --json")
+    assert stick.rc == 0, stick.stderr
+    copied = json.loads(stick.stdout)
+    assert copied["path"].startswith("/home/admin/stick/") and host.file(copied["path"]).user == "admin"
+    assert copied["name"] not in host.check_output("smartosctl backup list")
+    host.run("rm -r ~/stick")
+    key = host.check_output("smartosctl backup key")
+    assert len(key) >= 24 and host.file("/data/smartos/backup.key").mode == 0o600
     assert host.service("smartos").is_running
     assert host.run(f"smartosctl backup delete {name}").rc == 0
     assert name not in host.check_output("smartosctl backup list")

@@ -2,7 +2,8 @@
 HTTP from 127.0.0.1 (the VM sees http://10.0.2.100:8080), installed with smartosctl over ssh.
 
 Runs after the other system tests of the shared VM (it installs into slot B and reboots):
-refusals first (nothing may change), then v2 over a lossy link, then a power cut in the middle
+refusals first (nothing may change), then v2 over a lossy link (its reboot is also the x86-64
+VM's reboot test, test_reboot.py), then a power cut in the middle
 of installing v3, and v3 again, whose Home Assistant never becomes healthy (the device must fall
 back by itself). On rpi4 only the RAUC setup (six emulated arm64 boots would take longer than
 the rest of the suite). Releases are made with `--fast` (zstd) to save minutes per bundle.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import time
@@ -25,6 +27,7 @@ from smartos_image import keys, release
 from smartos_image.config import Board, Channel
 
 from tests.conftest import UPDATE_URL, image_settings, smartos
+from tests.system import test_reboot
 
 pytestmark = pytest.mark.vm
 GRUBENV = "sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list"
@@ -120,7 +123,6 @@ def _signed(work: Path, board: Board, version: str, signing: keys.Keys, size: in
 def bad_channel(board: str, update_keys: Path, release_tree: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The dev channel, full of releases a device must refuse: version -> what is wrong."""
-    _x86_only(board)
     work = tmp_path_factory.mktemp("bad-bundles")
     ours = keys.Keys(update_keys)
     theirs = keys.init(work / "foreign-keys", "Someone else")
@@ -160,10 +162,12 @@ def bad_channel(board: str, update_keys: Path, release_tree: Path,
     cases["0.0.1"] = ("a downgrade", *signed("old", "0.0.1"))
     for version, (_, bundle, digest) in cases.items():
         release.publish(bundle, release_tree, channel=Channel.DEV, board=me, version=version,
-                        min_version="", notes="", homeassistant="", build_id="test", m_hash=digest)
+                        min_version="", notes="", homeassistant="", build_id="test", m_hash=digest,
+                        keys=ours)
     return {version: what for version, (what, _, _) in cases.items()}
 
 
+@pytest.mark.every_board
 def test_rauc_is_set_up_for_the_board_and_only_root_may_drive_it(
         host: Any, board: str, update_keys: Path) -> None:
     """On every board (the Pi's U-Boot slot switching is otherwise only exercised by the
@@ -206,21 +210,103 @@ def test_every_bad_release_is_refused_and_the_slots_stay_as_they_were(
     assert host.run("smartosctl update channel stable").rc == 0
 
 
+def test_a_forged_expired_replayed_or_foreign_index_is_refused(
+        host: Any, board: str, bad_channel: dict[str, str], release_tree: Path, update_keys: Path,
+        tmp_path: Path) -> None:
+    """The server turned hostile, on the beta channel: each index is refused by the device
+    before it reads a release from it, and the newest one it accepted stays its reference."""
+    import datetime
+
+    from smartos_cli import channel_index
+
+    ours, theirs = keys.Keys(update_keys), keys.init(tmp_path / "theirs", "Someone else")
+    me = Board(board)
+    index_file = release.index_path(release_tree, Channel.BETA, me)
+    entries = list(release.read_index(release.index_path(release_tree, Channel.DEV, me)).releases[:1])
+    now = datetime.datetime.now(datetime.UTC)
+
+    def index(sequence: int, at: datetime.datetime = now, compatible: str = release.compatible(me)
+              ) -> channel_index.Index:
+        return channel_index.issue(channel="beta", board=board, compatible=compatible, releases=entries,
+                                   previous=sequence - 1, valid_days=30, at=at)
+
+    def check() -> Any:
+        return host.run("smartosctl update check --json")
+
+    assert host.run("smartosctl update channel beta").rc == 0
+    try:
+        release.sign_index(index(10), index_file, ours)
+        assert check().rc == 0
+        first = (index_file.read_bytes(), index_file.with_name("index.json.sig").read_bytes())
+        hostile = {
+            "signed by another CA": lambda: release.sign_index(index(11), index_file, theirs),
+            "changed after signing": lambda: index_file.write_text(
+                index(11).to_json().replace('"sequence": 11', '"sequence": 99')),
+            "expired": lambda: release.sign_index(index(12, at=now - datetime.timedelta(days=31)),
+                                                  index_file, ours),
+            "for another board": lambda: release.sign_index(index(13, compatible="smartos-rpi4"),
+                                                            index_file, ours),
+            "an older one replayed": lambda: (index_file.write_bytes(first[0]),
+                                              index_file.with_name("index.json.sig").write_bytes(first[1])),
+        }
+        release.sign_index(index(14), index_file, ours)
+        assert check().rc == 0  # number 14 is now this device's reference
+        for what, serve in hostile.items():
+            serve()
+            out = check()
+            print(f"{what}: exit {out.rc}: {out.stderr.strip()[:300]}")
+            assert out.rc == 1 and ("refused" in out.stderr or "is for" in out.stderr), (what, out.stderr)
+            status = _status(host)
+            assert status["pending"] is None and status["booted"] == "A"
+        assert "an older index replayed" in check().stderr
+        release.sign_index(index(15), index_file, ours)
+        assert check().rc == 0  # and the publisher's next index is taken
+    finally:
+        host.run("smartosctl update channel stable")
+
+
+SWAP = """
+import json, sys
+from smartos_cli import update
+index = json.loads(sys.argv[1])
+entry = next(e for e in index["releases"] if e["version"] == "9.0.7")
+release = update.Release(version="9.0.7", url=sys.argv[2] + entry["file"], size=entry["size"],
+                         sha256=entry["sha256"], manifest_hash=entry["manifest_hash"], min_version="",
+                         notes="", released_at="", homeassistant="")
+update.expect(release, "redteam-swap", "0" * 64)  # what `rauc info` vouched for: another image
+try:
+    print(update.rauc_install(release, "redteam-swap") or "INSTALLED")
+finally:
+    update.EXPECTED.unlink(missing_ok=True)
+"""
+
+
+def test_a_bundle_swapped_between_the_check_and_the_install_is_refused_by_rauc(
+        host: Any, board: str, bad_channel: dict[str, str], release_tree: Path) -> None:
+    """What RAUC 1.13 sees when the server hands out another signed bundle for the install than
+    the one `rauc info` checked a moment before: the agent's record of the checked image differs
+    from the bundle RAUC mounted, and SmartOS's pre-install handler stops it before a slot is
+    touched. Played by recording another image's digest, then asking RAUC for a real, signed
+    bundle of this board (the test cannot time a swap between two of RAUC's own requests)."""
+    before = _slot_state(host, board)
+    index = release.index_path(release_tree, Channel.DEV, Board(board)).read_text()
+    out = host.run(f"sudo python3 -I -c {shlex.quote(SWAP)} {shlex.quote(index)} "
+                   f"{UPDATE_URL}/dev/{board}/")
+    print(out.stdout, out.stderr)
+    assert "INSTALLED" not in out.stdout and "replaced on the server" in out.stdout, out.stdout + out.stderr
+    assert _slot_state(host, board) == before
+    assert _status(host)["booted"] == "A"
+
+
 # -- the full path, x86-64 -----------------------------------------------------------------------
-
-def _x86_only(board: str) -> None:
-    if board != "x86-64":
-        pytest.skip("the update flow runs on x86-64 only (its arm64 TCG boots and bundles would "
-                    "add ~30 min); on rpi4: the RAUC setup test")
-
 
 def test_v2_installs_over_a_lossy_link_and_keeps_home_assistant_s_data(
         host: Any, vm: Any, board: str, ha_ready: float, release_server: Any, ssh_key: Path,
         publish: Callable[..., dict[str, Any]], record_property: Callable[[str, Any], None]) -> None:
-    _x86_only(board)
+    """Also the x86-64 VM's reboot test: links planted by Home Assistant, its data and the
+    device's identity across the reboot into the new slot (test_reboot.py)."""
     v2 = publish("0.2.0", "stable")
-    marker = f"written under 0.1.0 at {time.time()}"
-    host.run_test(f"echo '{marker}' | sudo -u homeassistant tee /data/homeassistant/ota-marker.txt")
+    before = test_reboot.plant(host)
     checked = _json(host, "smartosctl update check --json")
     assert [r["version"] for r in checked["available"]] == ["0.2.0"]
     release_server.stats.reset()
@@ -241,7 +327,7 @@ def test_v2_installs_over_a_lossy_link_and_keeps_home_assistant_s_data(
     vm.wait_for_port(2222, 600)
     _wait("0.2.0 booted", lambda: "VERSION_ID=0.2.0" in host.file("/etc/os-release").content_string, 300)
     assert "rauc.slot=B" in host.file("/proc/cmdline").content_string
-    assert host.file("/data/homeassistant/ota-marker.txt").content_string.strip() == marker
+    test_reboot.check_after_boot(host, vm, before, new_slot=True)
     done = _wait("the health gate confirmed 0.2.0",
                  lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"] is None
                  and s["history"] and s, 900)
@@ -273,7 +359,6 @@ def test_power_cut_then_a_v3_that_never_gets_healthy_falls_back_to_v2_by_itself(
     """A power cut mid-install leaves the running slot good; the install afterwards succeeds;
     its Home Assistant never becomes healthy (the service cannot start), so the device tries
     the new slot three times and goes back to 0.2.0 by itself, and says why."""
-    _x86_only(board)
     broken = tmp_path / "broken"
     dropin = broken / "etc/systemd/system/smartos.service.d"
     dropin.mkdir(parents=True)
