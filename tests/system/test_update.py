@@ -327,7 +327,7 @@ def test_v2_installs_over_a_lossy_link_and_keeps_home_assistant_s_data(
     vm.wait_for_port(2222, 600)
     _wait("0.2.0 booted", lambda: "VERSION_ID=0.2.0" in host.file("/etc/os-release").content_string, 300)
     assert "rauc.slot=B" in host.file("/proc/cmdline").content_string
-    test_reboot.check_after_boot(host, vm, before, new_slot=True)
+    test_reboot.check_after_boot(host, vm, before)
     done = _wait("the health gate confirmed 0.2.0",
                  lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"] is None
                  and s["history"] and s, 900)
