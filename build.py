@@ -52,6 +52,11 @@ def _test(args: list[str]) -> None:
         enable_emulation("arm64")
     except SmartOSError as exc:  # not root: the tests that need these skip or fail by name
         print(f"warning: {exc}", file=sys.stderr)
+    # Two workers (pytest-xdist), one per core: the x86-64 VM's tests on one, everything else on
+    # the other beside them (tests/conftest.py, xdist_group). `-n 0` runs them in one process.
+    if not any(a in ("-n", "--numprocesses", "no:xdist") or a.startswith(("-n", "--numprocesses="))
+               for a in args):
+        args = ["-n", "2", *args]
     os.execv(sys.executable, [sys.executable, "-m", "pytest", *args])
 
 

@@ -114,11 +114,8 @@ def manifest_hash(bundle: Path, *, board: Board, keys: Keys, workdir: Path, logf
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def index_path(tree: Path, channel: Channel, board: Board) -> Path:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ha_url, ssh_to
+
 pytestmark = [pytest.mark.vm, pytest.mark.every_board]
 
 
@@ -26,15 +28,15 @@ def test_smartos_service_runs_home_assistant_as_its_own_user(host, ha_ready) -> 
     assert host.user("homeassistant").uid != 0
 
 
-def test_home_assistant_answers_with_onboarding(ha_ready) -> None:
-    with urllib.request.urlopen("http://127.0.0.1:8123/api/onboarding", timeout=30) as resp:
+def test_home_assistant_answers_with_onboarding(vm, ha_ready) -> None:
+    with urllib.request.urlopen(ha_url(vm, "/api/onboarding"), timeout=30) as resp:
         steps = json.load(resp)
     assert {"step": "user", "done": False} in steps
-    with urllib.request.urlopen("http://127.0.0.1:8123/onboarding.html", timeout=30) as resp:
+    with urllib.request.urlopen(ha_url(vm, "/onboarding.html"), timeout=30) as resp:
         page = resp.read().decode()
     scripts = re.findall(r'"(/frontend_latest/[^"]+\.js)"', page)
     assert scripts, page[:500]
-    request = urllib.request.Request(f"http://127.0.0.1:8123{scripts[0]}",
+    request = urllib.request.Request(ha_url(vm, scripts[0]),
                                      headers={"Accept-Encoding": "gzip, br"})
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.status == 200
@@ -54,12 +56,12 @@ def test_guest_has_no_route_to_the_internet(host) -> None:
     assert result.rc != 0
 
 
-def test_ssh_refuses_passwords_and_root(host, ssh_key: Path) -> None:
+def test_ssh_refuses_passwords_and_root(host, vm, ssh_key: Path) -> None:
     config = host.check_output("sudo sshd -T")
     assert "passwordauthentication no" in config
     assert "permitrootlogin no" in config
     probe = subprocess.run(
-        ["ssh", "-p", "2222", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+        ["ssh", "-p", str(vm.ssh_port), "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
          "-o", "PreferredAuthentications=password,keyboard-interactive",
          "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
          "admin@127.0.0.1", "true"], capture_output=True, text=True, timeout=60)
@@ -210,14 +212,12 @@ def _probe_wheel(path: Path) -> Path:
     return wheel
 
 
-def test_runtime_packages_go_to_the_data_partition(host, ssh_key: Path, tmp_path: Path) -> None:
+def test_runtime_packages_go_to_the_data_partition(host, vm, ssh_key: Path, tmp_path: Path) -> None:
     """An install the way Home Assistant runs one (python -m uv pip install, as its user, with its
     constraints) lands on /data, not in the read-only venv, and is importable by Home Assistant."""
     wheel = _probe_wheel(tmp_path)
     with wheel.open("rb") as fh:
-        subprocess.run(["ssh", "-p", "2222", "-i", str(ssh_key), "-o", "StrictHostKeyChecking=no",
-                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "admin@127.0.0.1",
-                        f"mkdir -p /tmp/wheels && cat > /tmp/wheels/{wheel.name}"],
+        subprocess.run([*ssh_to(vm, ssh_key), f"mkdir -p /tmp/wheels && cat > /tmp/wheels/{wheel.name}"],
                        stdin=fh, check=True, timeout=60)
     venv = "/opt/smartos/venv"
     constraints = host.check_output(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ha_url
 from tests.system.redteam import as_home_assistant
 
 pytestmark = [pytest.mark.vm, pytest.mark.every_board]
@@ -57,7 +58,7 @@ def check_after_boot(host: Any, vm: Any, before: dict[str, Any]) -> None:
     assert host.file("/etc/machine-id").content_string == before["machine_id"]
     assert host.check_output("sudo cat /data/smartos/machine-id") == before["machine_id"].strip()
     assert host.check_output("sudo cat /data/ssh/ssh_host_ed25519_key.pub") == before["host_key"]
-    vm.wait_for_http("http://127.0.0.1:8123/manifest.json", 900)
+    vm.wait_for_http(ha_url(vm), 900)
     assert host.service("smartos.service").is_running
 
 
@@ -67,5 +68,5 @@ def test_config_ssh_keys_and_identity_survive_a_reboot(host, vm, board, ha_ready
     before = plant(host)
     host.run("sudo systemctl reboot")
     time.sleep(10)
-    vm.wait_for_port(2222, 420)
+    vm.wait_for_port(vm.ssh_port, 420)
     check_after_boot(host, vm, before)

@@ -17,6 +17,7 @@ import tarfile
 
 import pytest
 
+from tests.conftest import ssh_to
 from tests.system.redteam import as_home_assistant
 from tests.system.test_smartosctl import ezsp_stick  # noqa: F401  (a fixture)
 
@@ -152,7 +153,7 @@ def test_modules_home_assistant_plants_never_run_as_root(host, ezsp_stick) -> No
                               for n in ("sitecustomize", "usercustomize", "apport_python_hook")))
 
 
-def test_a_crafted_backup_given_to_the_admins_restore_changes_nothing(host, ssh_key, tmp_path) -> None:
+def test_a_crafted_backup_given_to_the_admins_restore_changes_nothing(host, vm, ssh_key, tmp_path) -> None:
     name = "smartos-redteam-20260101-000000.tar.gz.gpg"
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
@@ -160,9 +161,8 @@ def test_a_crafted_backup_given_to_the_admins_restore_changes_nothing(host, ssh_
                            "--passphrase", "redteam-password", "--symmetric", "--output", "-"],
                           input=_archive(), capture_output=True, check=True).stdout
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
-    subprocess.run(["ssh", "-p", "2222", "-i", str(ssh_key), "-o", "StrictHostKeyChecking=no",
-                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "admin@127.0.0.1",
-                    f"sudo tee /data/backups/{name} > /dev/null"], input=blob, check=True, timeout=60)
+    subprocess.run([*ssh_to(vm, ssh_key), f"sudo tee /data/backups/{name} > /dev/null"], input=blob,
+                   check=True, timeout=60)
     state = "sudo sh -c 'find /data/smartos /data/wireguard /data/firewall -type f | sort | xargs sha256sum'"
     before = host.check_output(state), host.check_output("sudo nft list ruleset")
     try:

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,8 +25,9 @@ import pytest
 from smartos_image import keys, release
 from smartos_image.config import Board, Channel
 
-from tests.conftest import UPDATE_URL, image_settings, smartos
+from tests.conftest import UPDATE_URL, ha_url, ssh_to
 from tests.system import test_reboot
+from tests.system.releases import Releases
 
 pytestmark = pytest.mark.vm
 GRUBENV = "sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list"
@@ -60,17 +60,10 @@ def _status(host: Any) -> dict[str, Any]:
     return dict(_json(host, "smartosctl update status --json"))
 
 
-def _ssh(ssh_key: Path) -> list[str]:
-    """A plain ssh to the VM's admin that gives up when the VM goes away under it."""
-    return ["ssh", "-i", str(ssh_key), "-p", "2222", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "admin@127.0.0.1"]
-
-
-def _status_while_rebooting(ssh_key: Path) -> dict[str, Any] | None:
+def _status_while_rebooting(vm: Any, ssh_key: Path) -> dict[str, Any] | None:
     """`update status` over a fresh ssh that gives up when the VM goes away under it (testinfra's
     connection would wait forever across a reboot)."""
-    cmd = [*_ssh(ssh_key), "smartosctl update status --json"]
+    cmd = [*ssh_to(vm, ssh_key), "smartosctl update status --json"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     except subprocess.TimeoutExpired:
@@ -79,22 +72,10 @@ def _status_while_rebooting(ssh_key: Path) -> dict[str, Any] | None:
 
 
 @pytest.fixture(scope="session")
-def publish(board: str, ssh_key: Path, update_keys: Path, release_tree: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, Any]]:
-    """`smartos release` of the test image at another version, into a channel of the tree."""
-
-    def run(version: str, channel: str, *extra: str) -> dict[str, Any]:
-        out = tmp_path_factory.mktemp(f"release-{version}")
-        result = smartos("--board", board, *image_settings(ssh_key, update_keys),
-                         "--set", f"version={version}", "--set", f"output_dir={out}", *extra,
-                         "release", "--channel", channel, "--to", str(release_tree),
-                         "--keys", str(update_keys), "--notes", f"test release {version}", "--fast")
-        assert result.returncode == 0, result.stdout + result.stderr
-        shutil.rmtree(out)  # the raw image: the tree has the bundle
-        index = json.loads((release_tree / channel / board / "index.json").read_text())
-        return next(r for r in index["releases"] if r["version"] == version)
-
-    return run
+def publish(releases: Releases, release_tree: Path) -> Callable[[str, str], dict[str, Any]]:
+    """Publish a release of the test image (tests/system/releases.py: built in the background
+    since the VM booted) into a channel of the served tree; returns its index entry."""
+    return lambda version, channel: releases.publish(version, channel, release_tree)
 
 
 # -- bundles that must be refused ----------------------------------------------------------------
@@ -324,12 +305,12 @@ def test_v2_installs_over_a_lossy_link_and_keeps_home_assistant_s_data(
     record_property("bundle_mib", round(v2["size"] / 2**20, 1))
     assert dropped > 0  # the lossy link really was lossy
     time.sleep(15)
-    vm.wait_for_port(2222, 600)
+    vm.wait_for_port(vm.ssh_port, 600)
     _wait("0.2.0 booted", lambda: "VERSION_ID=0.2.0" in host.file("/etc/os-release").content_string, 300)
     assert "rauc.slot=B" in host.file("/proc/cmdline").content_string
     test_reboot.check_after_boot(host, vm, before)
     done = _wait("the health gate confirmed 0.2.0",
-                 lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"] is None
+                 lambda: (s := _status_while_rebooting(vm, ssh_key)) and s["pending"] is None
                  and s["history"] and s, 900)
     print(f"v2 reboot to confirmed: {time.monotonic() - started:.0f} s after install began")
     assert done["history"][0]["result"] == "installed" and done["history"][0]["version"] == "0.2.0"
@@ -342,45 +323,40 @@ def _power_cut_during_install(vm: Any, ssh_key: Path, version: str) -> float:
     """Start `update install` over ssh, kill QEMU at a random moment once RAUC is writing
     (the checks before it change nothing), boot again."""
     cut_after = random.uniform(3, 25)
-    install = subprocess.Popen([*_ssh(ssh_key), f"smartosctl update install --version {version} --no-reboot"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait("the install to start", lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"],
+    install = subprocess.Popen([*ssh_to(vm, ssh_key), f"smartosctl update install --version {version} "
+                                "--no-reboot"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait("the install to start", lambda: (s := _status_while_rebooting(vm, ssh_key)) and s["pending"],
           300, every=2)
     time.sleep(cut_after)
     vm.power_cut()
     install.wait()
-    vm.wait_for_port(2222, 600)
+    vm.wait_for_port(vm.ssh_port, 600)
     return cut_after
 
 
 def test_power_cut_then_a_v3_that_never_gets_healthy_falls_back_to_v2_by_itself(
-        host: Any, vm: Any, board: str, publish: Callable[..., dict[str, Any]],
-        tmp_path: Path, ssh_key: Path) -> None:
+        host: Any, vm: Any, board: str, publish: Callable[..., dict[str, Any]], ssh_key: Path) -> None:
     """A power cut mid-install leaves the running slot good; the install afterwards succeeds;
     its Home Assistant never becomes healthy (the service cannot start), so the device tries
     the new slot three times and goes back to 0.2.0 by itself, and says why."""
-    broken = tmp_path / "broken"
-    dropin = broken / "etc/systemd/system/smartos.service.d"
-    dropin.mkdir(parents=True)
-    (dropin / "zz-broken.conf").write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
-    publish("0.3.0", "stable", "--set", f"extra_trees=[{broken}]")
+    publish("0.3.0", "stable")  # its smartos.service runs /bin/false (releases.py)
 
     cut = _power_cut_during_install(vm, ssh_key, "0.3.0")
     status = _wait("the gate's verdict after the power cut",
-                   lambda: (s := _status_while_rebooting(ssh_key)) and s["pending"] is None and s, 600)
+                   lambda: (s := _status_while_rebooting(vm, ssh_key)) and s["pending"] is None and s, 600)
     print(f"power cut {cut:.1f} s into the install: booted {status['booted']} {status['version']}, "
           f"attempt {status['history'][0]['result']}")
     assert status["booted"] == "B" and status["version"] == "0.2.0"
     assert status["history"][0]["result"] == "interrupted", status["history"][0]
     assert status["slots"]["B"]["boot_status"] == "good"
-    vm.wait_for_http("http://127.0.0.1:8123/manifest.json", 900)
+    vm.wait_for_http(ha_url(vm), 900)
 
     out = host.run("smartosctl update install")
     assert out.rc == 0, out.stderr
     started = time.monotonic()
     time.sleep(15)
     done = _wait("the fallback to 0.2.0",
-                 lambda: (s := _status_while_rebooting(ssh_key)) and s["history"]
+                 lambda: (s := _status_while_rebooting(vm, ssh_key)) and s["history"]
                  and s["history"][0]["result"] == "rolled back" and s, 1500, every=20)
     print(f"v3 install to back on v2: {time.monotonic() - started:.0f} s")
     last = done["history"][0]
@@ -390,4 +366,4 @@ def test_power_cut_then_a_v3_that_never_gets_healthy_falls_back_to_v2_by_itself(
     assert done["slots"]["A"]["boot_status"] == "bad"
     text = host.check_output("smartosctl update status")
     assert "0.2.0 -> 0.3.0  rolled back" in text, text
-    vm.wait_for_http("http://127.0.0.1:8123/manifest.json", 900)
+    vm.wait_for_http(ha_url(vm), 900)
