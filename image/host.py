@@ -30,6 +30,9 @@ TOOLS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "/etc/ssl/certs/ca-certificates.crt": "ca-certificates",  # PyPI and Home Assistant's wheels over HTTPS
+    # Debian's archive keys (Ubuntu hosts lack them): mmdebstrap, and `smartos pin-runtime`'s gpgv
+    "/usr/share/keyrings/debian-archive-keyring.gpg": "debian-archive-keyring",
+    "gpgv": "gpgv",
 }
 _PI_TOOLS = {
     "mkimage": "u-boot-tools", "mkenvimage": "u-boot-tools",  # boot.scr and the slot state
