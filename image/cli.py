@@ -22,13 +22,13 @@ from rich.markup import escape
 from rich.table import Table
 from smartos_cli.channel_index import VALIDITY_DAYS
 
-from . import hass
+from . import runtime
 from .config import Board, Channel, Config, load_config
 from .errors import SmartOSError
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-PYTHON_OF_SUITE = {"trixie": "3.13.5", "forky": "3.14.2"}  # for `check`, before any bootstrap
+PYTHON_OF_SUITE = {"trixie": "3.13.5", "forky": "3.14.8"}  # for `check`, before any bootstrap
 
 
 def _errors_to_exit(fn: F) -> F:
@@ -137,8 +137,10 @@ def check(obj: dict[str, Any], as_json: bool, offline: bool) -> None:
     python = PYTHON_OF_SUITE[cfg.debian.suite.value]
     settings["resolved"] = {"python": python, "authorized_keys": len(cfg.authorized_keys())}
     if not offline:
-        release = hass.pick_release(hass.releases(cfg.cache_dir), python, cfg.homeassistant.version)
-        settings["resolved"]["homeassistant"] = release.version
+        release, choice = runtime.select(cfg.cache_dir, cfg.debian.suite.value, python,
+                                         cfg.homeassistant.version)
+        settings["resolved"] |= {"homeassistant": release.version, "python": choice.python,
+                                 "python_why": choice.reason}
     if as_json:
         click.echo(json.dumps(settings, indent=2))
         return
@@ -146,6 +148,26 @@ def check(obj: dict[str, Any], as_json: bool, offline: bool) -> None:
     for key, value in _flatten(settings):
         table.add_row(key, str(value))
     Console().print(table)
+
+
+@main.command("pin-runtime")
+@click.argument("minor", metavar="X.Y")
+@click.option("--suite", required=True, help="The Debian suite that carries Python X.Y (forky).")
+@settings_options
+@click.pass_obj
+@_errors_to_exit
+def pin_runtime(obj: dict[str, Any], minor: str, suite: str) -> None:
+    """Pin Python X.Y from a newer Debian suite as the runtime for Home Assistant releases that
+    need it: reads the suite's signed index from debian.mirror into image/data/python-runtimes.toml."""
+    cfg = _config(obj)
+    pinned = runtime.pin(minor, suite, cfg.debian.mirror)
+    runtime.write_pin(pinned, cfg.debian.mirror)
+    table = Table("package", "arch", "version", "size", "for", box=None)
+    for deb in pinned.debs:
+        table.add_row(deb.package, deb.arch, deb.version, f"{deb.size / 2**20:.1f} MiB", deb.role)
+    Console().print(table)
+    console.print(f"pinned Python {pinned.python} from Debian {suite} (index of {pinned.index_date}) "
+                  f"in {runtime.PINS}")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

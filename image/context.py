@@ -14,6 +14,7 @@ from rich.console import Console
 
 from .config import Config
 from .keys import Keys
+from .runtime import Choice
 
 log = logging.getLogger("smartos")
 
@@ -31,7 +32,8 @@ class Context:
     keys: Keys | None = None  # a release: sign the update bundle with these
     fast_bundle: bool = False  # a release: quicker compression, bigger bundle
     # filled in by stages as they go
-    python_version: str = ""
+    python_version: str = ""  # the suite's python3 (smartosctl, the agent, Ansible)
+    ha_python: Choice | None = None  # what Home Assistant runs on (image/runtime.py)
     facts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 

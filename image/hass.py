@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,12 @@ def releases(cache_dir: Path) -> dict[str, Any]:
     return {"releases": data["releases"], "base": url}
 
 
-def pick_release(table: dict[str, Any], python_version: str, requested: str = "latest") -> Release:
-    """The requested release, or the newest stable one whose Requires-Python admits python_version."""
-    py = Version(python_version)
+def pick_release(table: dict[str, Any], python_version: str, requested: str = "latest",
+                 also: Sequence[str] = ()) -> Release:
+    """The requested release, or the newest stable one whose Requires-Python admits python_version
+    (the suite's python3). A requested release may also run on one of the Pythons in `also` (the
+    pinned runtimes, image/runtime.py); `latest` moves to them once they are proven on every board."""
+    pythons = [Version(python_version)] + ([Version(p) for p in also] if requested != "latest" else [])
     candidates: list[tuple[Version, Release]] = []
     for ver, files in table["releases"].items():
         try:
@@ -95,15 +99,17 @@ def pick_release(table: dict[str, Any], python_version: str, requested: str = "l
                 continue
             spec = f.get("requires_python") or ""
             try:
-                fits = py in SpecifierSet(spec)
+                fits = any(py in SpecifierSet(spec) for py in pythons)
             except InvalidSpecifier:
                 fits = False
             if not fits:
                 if requested != "latest":
+                    pinned = "".join(f", or {p} (pinned runtime)" for p in also)
                     raise SmartOSError(
                         f"homeassistant.version: {ver} needs Python {spec}, the image has "
-                        f"{python_version}",
-                        hint="pick an older release, 'latest', or a newer debian.suite")
+                        f"{python_version}{pinned}",
+                        hint="pick an older release, 'latest', or pin a newer Python with "
+                             "`smartos pin-runtime`")
                 continue
             url = urllib.parse.urljoin(table.get("base", PYPI + "/"), f["url"])
             candidates.append((v, Release(ver, url, f["digests"]["sha256"], spec)))
@@ -155,8 +161,11 @@ class _Wheel:
         return json.loads(self.text(name)) if name in self.names else None
 
 
-def _literal(source: str, name: str) -> Any:
-    """The value of a module-level `NAME = <literal>` (or `NAME: T = ...`), or None.
+def _literal(source: str, name: str, names: dict[str, Any] | None = None) -> Any:
+    """The value of a module-level `NAME = <expression>` (or `NAME: T = ...`), or None when the
+    module has no NAME. The expression may be a literal, or a collection that unpacks names
+    given in `names` and set operations on them (`*(BASE_PLATFORMS - {"calendar"})`); anything
+    else is an error, never a silently smaller set.
 
     Read without parsing the whole module: Home Assistant uses syntax newer than the host's Python.
     """
@@ -177,10 +186,48 @@ def _literal(source: str, name: str) -> Any:
             depth -= 1
             if depth == 0:
                 try:
-                    return ast.literal_eval(source[start:pos + 1])
-                except (ValueError, SyntaxError):
-                    return None
+                    return _evaluate(ast.parse(source[start:pos + 1], mode="eval").body, names or {})
+                except (ValueError, SyntaxError) as exc:
+                    raise SmartOSError(f"Home Assistant's {name} changed shape ({exc}); SmartOS cannot "
+                                       "derive the offline package set from it") from None
     return None
+
+
+def _evaluate(node: ast.expr, names: dict[str, Any]) -> Any:
+    """A literal, a name from names, a collection with starred parts, a set difference or union."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.Set, ast.List, ast.Tuple)):
+        items: list[Any] = []
+        for elt in node.elts:
+            if isinstance(elt, ast.Starred):
+                items += list(_evaluate(elt.value, names))
+            else:
+                items.append(_evaluate(elt, names))
+        kind = {ast.Set: set, ast.List: list, ast.Tuple: tuple}[type(node)]
+        return kind(items)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_evaluate(k, names): _evaluate(v, names) for k, v in zip(node.keys, node.values, strict=True)
+                if k is not None}
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Sub, ast.BitOr)):
+        left, right = set(_evaluate(node.left, names)), set(_evaluate(node.right, names))
+        return left - right if isinstance(node.op, ast.Sub) else left | right
+    raise ValueError(f"unsupported expression {ast.dump(node)[:80]}")
+
+
+def _platforms(wheel: _Wheel) -> set[str] | None:
+    """BASE_PLATFORMS: the values of the entity platform enum (Platform in homeassistant/const.py,
+    generated into homeassistant/generated/entity_platforms.py since 2025)."""
+    for name in ("homeassistant/generated/entity_platforms.py", "homeassistant/const.py"):
+        if name not in wheel.names:
+            continue
+        m = re.search(r"^class (?:Platform|EntityPlatforms)\(StrEnum\):\n((?:[ \t]+.*\n|\n)+)",
+                      wheel.text(name), re.MULTILINE)
+        if m:
+            return set(re.findall(r'^\s+[A-Z_]+ = "([a-z_]+)"', m.group(1), re.MULTILINE))
+    return None  # a set that uses BASE_PLATFORMS is then refused by _literal
 
 
 def derive(wheel_path: Path, version: str, seeds: tuple[str, ...] = SEED_INTEGRATIONS) -> Requirements:
@@ -190,8 +237,10 @@ def derive(wheel_path: Path, version: str, seeds: tuple[str, ...] = SEED_INTEGRA
     discovery: dict[str, tuple[str, ...]] = _literal(
         wheel.text("homeassistant/requirements.py"), "DISCOVERY_INTEGRATIONS") or {}
     todo = list(seeds)
+    platforms = _platforms(wheel)
+    names = {"BASE_PLATFORMS": platforms} if platforms is not None else {}
     for name in BOOTSTRAP_SETS:
-        todo += list(_literal(boot, name) or ())
+        todo += list(_literal(boot, name, names) or ())
     if not todo or not discovery:
         raise SmartOSError(f"homeassistant {version}: its bootstrap or requirements loader "
                            "changed shape; SmartOS cannot derive the offline package set")

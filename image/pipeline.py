@@ -12,7 +12,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from . import cache, stages
+from . import cache, stages, venv
 from .chroot import umount_below
 from .config import Config
 from .context import Context
@@ -27,7 +27,7 @@ STAGES: list[Stage] = [
     stages.bootstrap,            # mmdebstrap: Debian + every package roles and board need
     stages.apply_roles,          # Ansible roles through a chroot connection
     stages.install_overlays,     # static trees and systemd units
-    stages.install_homeassistant,  # Home Assistant venv, ready to run offline
+    venv.install_homeassistant,  # Home Assistant venv (and its Python), ready to run offline
     stages.prepare_data,         # the data partition's first contents
     stages.finalize_rootfs,      # per-device state out, build facts in
     stages.make_bootloader,      # GRUB + A/B slot state on the ESP

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import gzip
 import hashlib
 import json
 import lzma
@@ -18,14 +17,13 @@ from typing import Any
 
 import yaml
 
-from . import __version__, cache, hass, host, layout, native, release, wheels
+from . import __version__, cache, host, layout, native, release, wheels
 from .boards import board_module
-from .chroot import chroot_env, mounted, umount_below
+from .chroot import mounted, umount_below
 from .context import Context
 from .errors import SmartOSError
 from .run import filter_file, run
 
-VENV = "/opt/smartos/venv"
 HA_USER_UID = 8123  # fixed so the data partition's ownership is known at build time
 DPKG_PATH_RULES = ("exclude=/usr/share/man/*", "exclude=/usr/share/info/*",
                    "exclude=/usr/share/locale/*", "include=/usr/share/locale/locale.alias",
@@ -108,7 +106,7 @@ def _mmdebstrap(ctx: Context, target: Path, packages: list[str], deb_cache: Path
     env = host.emulation_env(arch)
     overlay: list[str] = []
     if arch != host.native_arch():
-        native_tree = _builder_root(ctx, host.native_arch())
+        native_tree = builder_root(ctx, host.native_arch())
         overlay = native.mmdebstrap_options(native_tree)
         env["PATH"] = f"{native.path_dir()}:{os.environ.get('PATH', '')}"
     try:
@@ -187,7 +185,7 @@ def _decompress_modules(ctx: Context, root: Path, arch: str) -> None:
             packed.unlink()
     read_only: list[tuple[Path, str]] = []
     if arch != host.native_arch():
-        read_only = [(_builder_root(ctx, host.native_arch()), native.NATIVE_ROOT)]
+        read_only = [(builder_root(ctx, host.native_arch()), native.NATIVE_ROOT)]
     env = host.emulation_env(arch) | {"PATH": f"{native.path_dir()}:/usr/sbin:/usr/bin:/sbin:/bin"}
     with mounted(root, read_only=read_only):
         for version in versions:  # the tree's own depmod, or the native one for a foreign tree
@@ -276,7 +274,7 @@ def apply_roles(ctx: Context) -> None:
             read_only: list[tuple[Path, str]] = []
             connection: dict[str, Any] = {"ansible_become": False}  # root in the chroot already
             if host.native_arch() != board_module(ctx.config.board).ARCH:
-                native_tree = _builder_root(ctx, host.native_arch())
+                native_tree = builder_root(ctx, host.native_arch())
                 read_only = [(native_tree, native.NATIVE_ROOT), *native.overlays(native_tree, tmp)]
                 connection["ansible_python_interpreter"] = _native_python(tmp)
             varfile = ctx.workdir / "ansible-vars.json"
@@ -369,8 +367,8 @@ def _compile_bytecode(ctx: Context, package: Path) -> None:
     """Byte-compile a package of the root tree by the native builder's Python (the image's
     version; .pyc files do not depend on the CPU): the root is read-only on a device, where
     Python would otherwise compile every module again at each start of smartosctl."""
-    builder = _builder_root(ctx, host.native_arch())
-    _check_builder_python(ctx, builder)
+    builder = builder_root(ctx, host.native_arch())
+    check_builder_python(ctx, builder)
     target = f"/usr/lib/python3/dist-packages/{package.name}"
     with mounted(builder, binds=[(package, f"/build/{package.name}")]):
         run(["chroot", builder, "python3", "-m", "compileall", "-q", "-d", target, f"/build/{package.name}"],
@@ -408,7 +406,7 @@ def _write_os_release(ctx: Context) -> None:
     )
 
 
-def _builder_root(ctx: Context, arch: str) -> Path:
+def builder_root(ctx: Context, arch: str) -> Path:
     """A cached Debian tree of the image's suite with compilers, for building the venv (on the
     host's architecture) and, under emulation, the few wheels a foreign target lacks. The native
     one also lends its tools to foreign trees (image/native.py)."""
@@ -428,7 +426,16 @@ def _builder_root(ctx: Context, arch: str) -> Path:
     return entry.path
 
 
-def _cross_root(ctx: Context, arch: str) -> Path:
+def check_builder_python(ctx: Context, builder: Path) -> None:
+    """What the builder's python3 compiles is loaded by the image's: the two must be the same."""
+    builder_py = _python_version(builder)
+    if builder_py != ctx.python_version:
+        shutil.rmtree(builder)
+        raise SmartOSError(f"the venv builder has Python {builder_py} but the image has "
+                           f"{ctx.python_version} (the mirror moved on)", hint="run the build again")
+
+
+def cross_root(ctx: Context, arch: str) -> Path:
     """A cached native Debian tree with arch's cross compilers and arch's Python headers and build
     settings (Debian's multiarch libpython3-dev, whose sysconfig data names the cross compiler):
     the few wheels PyPI lacks for arch are compiled here at native speed (wheels.cross_env)."""
@@ -445,169 +452,6 @@ def _cross_root(ctx: Context, arch: str) -> Path:
         entry.publish()
         entry.prune_others()
     return entry.path
-
-
-def _check_builder_python(ctx: Context, builder: Path) -> None:
-    """The venv is built by the builder's Python for the image's: the two must be the same."""
-    builder_py = _python_version(builder)
-    if builder_py != ctx.python_version:
-        shutil.rmtree(builder)
-        raise SmartOSError(f"the venv builder has Python {builder_py} but the image has "
-                           f"{ctx.python_version} (the mirror moved on)", hint="run the build again")
-
-
-def resolve_homeassistant(ctx: Context) -> hass.Requirements:
-    table = hass.releases(ctx.cache)
-    release = hass.pick_release(table, ctx.python_version, ctx.config.homeassistant.version)
-    wheel = hass.fetch_wheel(release, ctx.cache)
-    return hass.derive(wheel, release.version)
-
-
-def install_homeassistant(ctx: Context) -> None:
-    """Home Assistant Core in a venv, with everything a fresh install sets up offline (cached)."""
-    with ctx.stage("Install Home Assistant Core venv"):
-        reqs = resolve_homeassistant(ctx)
-        ctx.facts["homeassistant"] = reqs.version
-        board = board_module(ctx.config.board)
-        key = cache.digest("venv-v6", board.ARCH, ctx.python_version, reqs.requirements, reqs.constraints)
-        entry = cache.Entry(ctx.cache, "hass-venv", key)
-        ctx.note(f"Home Assistant {reqs.version}: {len(reqs.requirements) - 1} integration "
-                 f"requirements from {len(reqs.integrations)} integrations")
-        if not entry.exists():
-            _build_venv(ctx, entry, reqs)
-        ctx.facts["venv_id"] = key
-        ctx.facts["python_packages"] = json.loads((entry.path / "freeze.json").read_text())
-        built = entry.path / "built-wheels.json"
-        ctx.facts["built_wheels"] = json.loads(built.read_text()) if built.exists() else []
-        target = ctx.rootfs / VENV.lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
-        # Bind-mounted, not copied: mkfs.ext4 -d reads it straight from the cache. Read-only,
-        # which also keeps its access times (copied into the image) the same build after build.
-        run(["mount", "--bind", "-o", "ro", entry.path / "venv", target], logfile=ctx.logfile)
-        site = next((target / "lib").glob("python3*/site-packages"))
-        ffmpeg = next(site.glob("imageio_ffmpeg/binaries/ffmpeg-*"), None)
-        if ffmpeg is None:
-            raise SmartOSError("the venv has no ffmpeg binary (imageio-ffmpeg)")
-        link = ctx.rootfs / "usr/local/bin/ffmpeg"
-        link.unlink(missing_ok=True)
-        link.symlink_to(Path("/") / ffmpeg.relative_to(ctx.rootfs))
-        (ctx.rootfs / "etc/smartos").mkdir(parents=True, exist_ok=True)
-        (ctx.rootfs / "etc/smartos/venv-id").write_text(key + "\n")
-
-
-UV_ENV = {"UV_CACHE_DIR": "/var/cache/uv", "UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never",
-          "UV_HTTP_TIMEOUT": "180"}
-
-
-def _build_venv(ctx: Context, entry: cache.Entry, reqs: hass.Requirements) -> None:
-    """The venv is always built by the host's own architecture; for a foreign image uv picks the
-    target's wheels (--python-platform), and the few packages without one come from a wheelhouse
-    built once under emulation."""
-    arch = board_module(ctx.config.board).ARCH
-    native = host.native_arch()
-    builder = _builder_root(ctx, native)
-    _check_builder_python(ctx, builder)
-    tmp = entry.begin()
-    (tmp / "requirements.txt").write_text("\n".join(reqs.requirements) + "\n")
-    (tmp / "constraints.txt").write_text(reqs.constraints)
-    uv_cache = ctx.cache / "uv"
-    uv_cache.mkdir(parents=True, exist_ok=True)
-    shutil.copy(host.uv_binary(), builder / "usr/local/bin/uv")
-    venv_in_builder = builder / VENV.lstrip("/")
-    if venv_in_builder.exists():
-        shutil.rmtree(venv_in_builder)
-    env = chroot_env(network=True) | UV_ENV
-    binds = [(uv_cache, "/var/cache/uv"), (tmp, "/build")]
-    target: list[str] = []
-    if arch != native:
-        wheelhouse = _foreign_wheelhouse(ctx, builder, tmp, arch)
-        binds.append((wheelhouse, "/wheels"))
-        target = ["--python-platform", wheels.PLATFORMS[arch][0], "--find-links", "/wheels", "--no-build"]
-    with mounted(builder, binds=binds, network=True):
-        run(["chroot", builder, "uv", "venv", "--seed", "--python", "/usr/bin/python3", VENV],
-            env=env, inherit_env=False, logfile=ctx.logfile)
-        run(["chroot", builder, "uv", "pip", "install", "--python", f"{VENV}/bin/python", *target,
-             "--compile-bytecode", "-r", "/build/requirements.txt", "-c", "/build/constraints.txt"],
-            env=env, inherit_env=False, logfile=ctx.logfile)
-        frozen = run(["chroot", builder, "uv", "pip", "list", "--python", f"{VENV}/bin/python",
-                      "--format", "json"], env=env, inherit_env=False, capture=True).stdout
-    _trim_venv(venv_in_builder)
-    # Packages Home Assistant installs at run time live on the data partition (see
-    # roles/homeassistant and overlays/common/usr/lib/smartos/prepare-data); this puts them on
-    # sys.path.
-    site = next((venv_in_builder / "lib").glob("python3*/site-packages"))
-    (site / "smartos-runtime-deps.pth").write_text("/data/python-deps/current\n")
-    shutil.move(venv_in_builder, tmp / "venv")
-    (tmp / "freeze.json").write_text(frozen)
-    (tmp / "built-wheels.json").write_text(json.dumps(ctx.facts.get("built_wheels", [])))
-    entry.publish()
-    entry.prune_others()
-
-
-def _foreign_wheelhouse(ctx: Context, builder: Path, work: Path, arch: str) -> Path:
-    """Wheels for the packages that publish none for arch, cross-compiled once at native speed
-    (_cross_root) and kept in the cache (wheels/<suite>-<arch>); the docs list which packages
-    these are."""
-    wheelhouse = ctx.cache / "wheels" / f"{ctx.config.debian.suite}-{arch}"
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    env = chroot_env(network=True) | UV_ENV
-    platform = wheels.PLATFORMS[arch][0]
-    with mounted(builder, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
-        run(["chroot", builder, "uv", "pip", "compile", "--quiet", "--python-platform", platform,
-             "--python-version", ctx.python_version, "/build/requirements.txt",
-             "-c", "/build/constraints.txt", "-o", "/build/pylock.toml"],
-            env=env, inherit_env=False, logfile=ctx.logfile)
-    tags = wheels.supported_tags(arch, ctx.python_version)
-    sdists = wheels.sdist_only(work / "pylock.toml", arch, ctx.python_version)
-    ctx.facts["built_wheels"] = [f"{s.name}=={s.version}" for s in sdists]
-    missing = [s for s in sdists if not wheels.have_wheel(wheelhouse, s, tags)]
-    if not missing:
-        return wheelhouse
-    ctx.note(f"cross-compiling {len(missing)} {arch} wheels (once): "
-             + ", ".join(f"{s.name}=={s.version}" for s in missing))
-    cross = _cross_root(ctx, arch)
-    _check_builder_python(ctx, cross)
-    src = work / "sdists"
-    src.mkdir(exist_ok=True)
-    for sdist in missing:
-        wheels.download(sdist, src)
-    shutil.copy(host.uv_binary(), cross / "usr/local/bin/uv")
-    out = work / "built"
-    out.mkdir(exist_ok=True)
-    with mounted(cross, binds=[(ctx.cache / "uv", "/var/cache/uv"), (work, "/build")], network=True):
-        for sdist in missing:
-            run(["chroot", cross, "uv", "build", "--wheel", "--out-dir", "/build/built",
-                 f"/build/sdists/{sdist.filename}"], env=env | wheels.cross_env(arch),
-                inherit_env=False, logfile=ctx.logfile)
-    for whl in out.glob("*.whl"):
-        shutil.copy(whl, wheelhouse / f".{whl.name}.tmp")
-        (wheelhouse / f".{whl.name}.tmp").rename(wheelhouse / whl.name)
-    still = [s.name for s in missing if not wheels.have_wheel(wheelhouse, s, tags)]
-    if still:
-        raise SmartOSError(f"no {arch} wheel came out of building {', '.join(still)}",
-                           hint=f"see {ctx.logfile}")
-    return wheelhouse
-
-
-def _trim_venv(venv: Path) -> None:
-    """Drop what no appliance user needs: test suites shipped inside packages, and the frontend's
-    JavaScript source maps (50 MB, read only by a browser's developer tools) and pre-compressed
-    copies (.br and .gz, 53 MB that xz cannot shrink any further). Without them aiohttp serves the
-    plain files: a larger first load over a slow remote link, nothing else (the frontend's
-    service worker caches it)."""
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    for tests in list(site.glob("*/tests")) + list(site.glob("*/test")):
-        if tests.is_dir() and tests.parent.name not in {"homeassistant"}:
-            shutil.rmtree(tests)
-    for pattern in ("hass_frontend/**/*.map", "hass_frontend/**/*.br", "hass_frontend/**/*.gz"):
-        for extra in site.glob(pattern):
-            extra.unlink()
-    # botocore (boto3, for Home Assistant Cloud's sign-in) ships its 400-odd AWS service models
-    # gzip-compressed one by one; it reads plain .json first. Plain, the image's xz compresses
-    # them together: 8 MiB of the .img.xz instead of 15 MiB (the venv grows by 112 MB).
-    for packed in site.glob("botocore/data/**/*.json.gz"):
-        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
-        packed.unlink()
 
 
 DATA_LAYOUT = "usr/lib/tmpfiles.d/smartos-data.conf"  # in the root tree (overlays/common)
@@ -825,6 +669,8 @@ def _manifest(ctx: Context) -> dict[str, Any]:
         "builder": {"smartos": __version__, "git": git},
         "homeassistant": ctx.facts.get("homeassistant"),
         "python": ctx.python_version,
+        # Home Assistant's interpreter when it is not the suite's python3: where it comes from
+        "python_runtime": ctx.facts.get("python_runtime"),
         "settings": settings,
         "partitions": [dataclasses.asdict(p) for p in plan.partitions],
         "debian_packages": _debian_packages(ctx.rootfs),

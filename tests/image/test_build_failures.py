@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,19 +42,33 @@ def test_interrupted_build_leaves_no_mounts_and_no_image(tmp_path: Path, ssh_key
                             # as from a terminal, also when the tests run as a background job
                             # (which starts children with SIGINT ignored)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 600
-    seen = ""
-    while time.monotonic() < deadline:
-        if mounts_below(cache_dir() / "configured"):
-            break
-        if proc.poll() is not None:
+    # Its own roles stage first: before it, the build may wait for the cache's lock while another
+    # build (another pytest-xdist worker's) mounts its own trees; a build holds the lock throughout.
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout or ():
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any("Apply Ansible roles" in line for line in lines) and mounts_below(cache_dir() / "configured"):
             break
         time.sleep(0.2)
     time.sleep(2)
+    # The lock is this build's now: every mount below the cache is its own. Their trees (its
+    # roles' chroot, its work directory) are what must be unmounted; once it exits, another
+    # worker's build may mount its own.
+    trees = {Path(*Path(m).relative_to(cache_dir()).parts[:2]) for m in mounts_below(cache_dir())}
     proc.send_signal(signal.SIGINT)
-    seen = proc.communicate(timeout=120)[0]
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    seen = "".join(lines)
     assert proc.returncode == 130, seen
     assert "interrupted" in seen
-    assert mounts_below(cache_dir()) == []
+    assert any(tree.parts[0] == "configured" for tree in trees), trees
+    assert [m for tree in trees for m in mounts_below(cache_dir() / tree)] == []
     assert not list(tmp_path.glob("smartos-*"))
     assert not list(tmp_path.glob(".*.tmp"))

@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from smartos_image import hass
 from smartos_image.cli import main
 
 
@@ -18,6 +20,36 @@ def test_check_prints_resolved_settings_as_json(tmp_path: Path) -> None:
     assert settings["extra_packages"] == ["htop"]
     assert settings["partitions"]["data"] == 1024
     assert settings["resolved"]["python"] == "3.13.5"
+
+
+def release_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """PyPI unreachable, and its last release list (as PyPI shapes it) in the cache."""
+    monkeypatch.setattr(hass, "PYPI", "http://127.0.0.1:9")
+    def wheel(requires: str) -> list[dict[str, object]]:
+        return [{"packagetype": "bdist_wheel", "requires_python": requires, "url": "x.whl",
+                 "digests": {"sha256": "ab" * 32}}]
+    table = {"2026.2.3": wheel(">=3.13.2"), "2026.11.0": wheel(">=3.14.2")}
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "pypi-homeassistant.json").write_text(json.dumps({"releases": table}))
+    return cache
+
+
+@pytest.mark.parametrize(("version", "release", "python", "why"), [
+    ("latest", "2026.2.3", "3.13.5", "Debian trixie's python3 3.13.5 meets Requires-Python >=3.13.2"),
+    ("2026.11.0", "2026.11.0", "3.14.", "Requires-Python is >=3.14.2: the runtime pinned from Debian forky"),
+])
+def test_check_says_which_release_and_python_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     version: str, release: str, python: str,
+                                                     why: str) -> None:
+    cache = release_list(tmp_path, monkeypatch)
+    result = CliRunner().invoke(main, ["check", "--json", "--set", f"cache_dir={cache}",
+                                       "--set", f"homeassistant.version={version}"])
+    assert result.exit_code == 0, result.output
+    resolved = json.loads(result.stdout)["resolved"]
+    assert resolved["homeassistant"] == release
+    assert resolved["python"].startswith(python)
+    assert why in resolved["python_why"]
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:

@@ -38,6 +38,14 @@ def test_a_pinned_release_that_needs_a_newer_python_is_refused() -> None:
         hass.pick_release(TABLE, "3.13.5", "2026.3.0")
 
 
+def test_a_pinned_release_may_run_on_a_pinned_runtime_but_latest_stays_on_the_suites() -> None:
+    assert hass.pick_release(TABLE, "3.13.5", "2026.3.0", also=["3.14.8"]).version == "2026.3.0"
+    assert hass.pick_release(TABLE, "3.13.5", also=["3.14.8"]).version == "2026.2.3"
+    with pytest.raises(SmartOSError, match=r"needs Python >=3\.14\.2, the image has 3\.13\.5, or 3\.14\.1 "
+                                           r"\(pinned runtime\)"):
+        hass.pick_release(TABLE, "3.13.5", "2026.3.0", also=["3.14.1"])
+
+
 def test_an_unknown_release_is_refused() -> None:
     with pytest.raises(SmartOSError, match="no release 2020.1.1"):
         hass.pick_release(TABLE, "3.13.5", "2020.1.1")
@@ -85,3 +93,35 @@ def test_requirements_follow_dependencies_after_dependencies_and_discovery(wheel
     assert {"alexa", "zeroconf", "http"} <= set(reqs.integrations)
     assert "unrelated" not in reqs.integrations
     assert reqs.constraints == "aiohttp==3.13.0\n"
+
+
+def test_a_bootstrap_set_made_of_the_entity_platforms_is_followed(tmp_path: Path) -> None:
+    """Since 2026.10, DEFAULT_INTEGRATIONS unpacks BASE_PLATFORMS (the entity platform enum); an
+    entity platform with requirements (infrared) is then set up on every start."""
+    path = tmp_path / "homeassistant-2026.10.4-py3-none-any.whl"
+    files = dict([
+        ("homeassistant/bootstrap.py",
+         'DEFAULT_INTEGRATIONS = {\n    "backup",\n    *(BASE_PLATFORMS - {"calendar", "todo"}),\n}\n'),
+        ("homeassistant/generated/entity_platforms.py",
+         'class EntityPlatforms(StrEnum):\n    """Available entity platforms."""\n\n'
+         '    CALENDAR = "calendar"\n    INFRARED = "infrared"\n    LIGHT = "light"\n\n'),
+        ("homeassistant/requirements.py", 'DISCOVERY_INTEGRATIONS = {"zeroconf": ("zeroconf",)}\n'),
+        ("homeassistant/package_constraints.txt", ""),
+        manifest("backup"), manifest("light"), manifest("calendar", requirements=["never==1"]),
+        manifest("infrared", requirements=["infrared-protocols==10.1.0"]),
+    ])
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    reqs = hass.derive(path, "2026.10.4", seeds=())
+    assert set(reqs.integrations) == {"backup", "infrared", "light"}
+    assert "infrared-protocols==10.1.0" in reqs.requirements and "never==1" not in reqs.requirements
+
+
+def test_a_bootstrap_set_of_another_shape_is_an_error_not_a_smaller_set(tmp_path: Path) -> None:
+    path = tmp_path / "homeassistant-2027.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("homeassistant/bootstrap.py", 'DEFAULT_INTEGRATIONS = {"backup", *load_more()}\n')
+        zf.writestr("homeassistant/requirements.py", 'DISCOVERY_INTEGRATIONS = {"zeroconf": ("zeroconf",)}\n')
+    with pytest.raises(SmartOSError, match="DEFAULT_INTEGRATIONS changed shape"):
+        hass.derive(path, "2027.1.0", seeds=())
