@@ -62,10 +62,17 @@ def _reboot() -> None:
     run(["systemctl", "--no-block", "reboot"])
 
 
+def _clean_snapshot() -> None:
+    """The update is confirmed: Home Assistant's data snapshot (ha_data.py) can go now rather
+    than at the next boot. Restarting the oneshot runs it again; it finds nothing pending."""
+    run(["systemctl", "--no-block", "restart", "smartos-ha-data.service"], check=False)
+
+
 def gate(paths: Paths, booted: str, *, timeout: int, check: Callable[[], tuple[bool, str]] = probe,
          mark: Callable[[str, str], None] = _mark, reboot: Callable[[], None] = _reboot,
          boot_id: Callable[[], str] = _boot_id, sleep: Callable[[float], None] = time.sleep,
-         clock: Callable[[], float] = time.monotonic) -> str:
+         clock: Callable[[], float] = time.monotonic,
+         clean_snapshot: Callable[[], None] = _clean_snapshot) -> str:
     """Decide for this boot; returns what was decided (also logged)."""
     state = update.load_state(paths)
     pending = state.pending
@@ -101,6 +108,7 @@ def gate(paths: Paths, booted: str, *, timeout: int, check: Callable[[], tuple[b
             waited = round(clock() - start)
             update.finish(paths, state, "installed", health_seconds=waited, boots=len(attempts))
             mark("good", "booted")
+            clean_snapshot()
             return f"{pending['version']} healthy after {waited} s; slot {booted} confirmed"
         if "crashed" in reason or "failed" in reason:
             break

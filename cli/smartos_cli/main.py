@@ -620,6 +620,8 @@ def update_auto() -> None:
 @_errors_to_exit
 def update_status(as_json: bool) -> None:
     """The running version, the slots, an update in progress, and what happened to the last ones."""
+    from .ha_data import describe as describe_ha_data
+
     data = _agent("Update", "Status")
     if as_json:
         _echo_json(data)
@@ -641,12 +643,16 @@ def update_status(as_json: bool) -> None:
         tries = len(pending.get("attempts", []))
         click.echo(f"pending: {pending['version']} in slot {pending['slot']} ({pending['state']}"
                    f"{f', {tries} boot(s) tried' if tries else ''})")
+        for result in (pending.get("ha_data") or {}).values():
+            click.echo(f"  {describe_ha_data(result)}")
     if data.get("available"):
         click.echo(f"available: {data['available']['version']} (checked {data['last_check']})")
     for entry in data["history"][:5]:
         why = f": {entry.get('reason') or entry.get('error')}" if entry.get("result") != "installed" else ""
         click.echo(f"  {entry.get('ended_at', '?')}  {entry.get('from', '?')} -> {entry['version']}  "
                    f"{entry['result']}{why}")
+        for result in (entry.get("ha_data") or {}).values():
+            click.echo(f"      {describe_ha_data(result)}")
 
 
 @main.command()

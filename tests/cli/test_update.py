@@ -294,6 +294,7 @@ class Device:
         self.paths = Paths(data=tmp_path)
         self.marks: list[tuple[str, str]] = []
         self.reboots = 0
+        self.snapshot_cleanups = 0
         self.health = health
         self.time = 0.0
         self.boot = 0
@@ -315,7 +316,9 @@ class Device:
         return health.gate(self.paths, booted, timeout=timeout, check=check,
                            mark=lambda st, slot: self.marks.append((st, slot)),
                            reboot=lambda: setattr(self, "reboots", self.reboots + 1),
-                           boot_id=lambda: f"boot-{self.boot}", sleep=sleep, clock=lambda: self.time)
+                           boot_id=lambda: f"boot-{self.boot}", sleep=sleep, clock=lambda: self.time,
+                           clean_snapshot=lambda: setattr(self, "snapshot_cleanups",
+                                                          self.snapshot_cleanups + 1))
 
     @property
     def state(self) -> update.State:
@@ -333,6 +336,7 @@ def test_a_healthy_trial_boot_confirms_the_new_slot(tmp_path: Path) -> None:
     device.pending()
     assert "healthy after 10 s" in device.run("B")
     assert device.marks == [("good", "booted")]
+    assert device.snapshot_cleanups == 1  # Home Assistant's data snapshot is not needed any more
     assert device.state.pending is None
     assert device.state.history[-1]["result"] == "installed"
 

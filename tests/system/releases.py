@@ -26,8 +26,15 @@ from smartos_image.config import Board, Channel
 REPO = Path(__file__).resolve().parents[2]
 
 
+MIGRATED = "2099.1.0"
+MIGRATE = (f"echo {MIGRATED} > /data/homeassistant/.HA_VERSION && "
+           "echo trial > /data/homeassistant/smartos-trial.txt")
+
+
 def broken_home_assistant(where: Path) -> Path:
-    """A tree for extra_trees whose smartos.service cannot start Home Assistant. The unit itself
+    """A tree for extra_trees whose smartos.service cannot start Home Assistant: it does what a
+    newer release's first start does to the configuration (migrates .HA_VERSION, adds a file),
+    then fails, so the rollback must put the data back (smartos_cli/ha_data.py). The unit itself
     is changed in place: a new file (a drop-in) would shift the inode numbers of every file laid
     out after it in the root ext4, and the device would download ~100 MiB of changed metadata
     instead of a few blocks (docs/benchmarks.md)."""
@@ -35,7 +42,8 @@ def broken_home_assistant(where: Path) -> Path:
     unit.parent.mkdir(parents=True, exist_ok=True)
     shipped = (REPO / "systemd/smartos.service").read_text()
     assert "\nExecStart=/opt/smartos/venv/bin/hass " in shipped
-    unit.write_text(re.sub(r"^ExecStart=.*$", "ExecStart=/bin/false", shipped, flags=re.MULTILINE))
+    unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart=/bin/sh -c '{MIGRATE}; exit 1'", shipped,
+                           flags=re.MULTILINE))
     return where
 
 

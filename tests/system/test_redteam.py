@@ -39,6 +39,7 @@ def test_home_assistant_runs_with_two_capabilities_and_a_tight_sandbox(host) -> 
     print("systemd-analyze security on the device:", json.dumps(figures, sort_keys=True))
     assert figures["smartos.service"] <= 2.5
     assert figures["smartos-localnets.service"] <= 2.5
+    assert figures["smartos-ha-data.service"] <= 2.5
     assert figures["smartos-agent.service"] < 9
 
 
@@ -77,6 +78,15 @@ def test_home_assistant_cannot_change_the_firewall_or_read_the_vpn_key(host) -> 
     finally:
         host.run("smartosctl vpn peer remove redteam")
         host.run("smartosctl vpn disable")
+
+
+def test_home_assistant_cannot_touch_the_snapshot_of_its_data_an_update_keeps(host) -> None:
+    """/data/ha-snapshot belongs to Home Assistant's user (the snapshot is taken and put back as
+    that user, never as root), but its service's sandbox has it read-only: code running in Home
+    Assistant cannot plant what a rollback would put back."""
+    assert host.check_output("stat -c %U:%a /data/ha-snapshot") == "homeassistant:700"
+    planted = as_home_assistant(host, "touch /data/ha-snapshot/redteam")
+    assert planted.rc != 0 and "Read-only file system" in planted.stderr, planted.stderr
 
 
 def test_home_assistant_may_call_only_its_own_methods_on_the_bus(host) -> None:

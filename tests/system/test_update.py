@@ -27,7 +27,7 @@ from smartos_image.config import Board, Channel
 
 from tests.conftest import UPDATE_URL, ha_url, ssh_to
 from tests.system import test_reboot
-from tests.system.releases import Releases
+from tests.system.releases import MIGRATED, Releases
 
 pytestmark = pytest.mark.vm
 GRUBENV = "sudo grub-editenv /boot/efi/EFI/BOOT/grubenv list"
@@ -314,6 +314,12 @@ def test_v2_installs_over_a_lossy_link_and_keeps_home_assistant_s_data(
                  and s["history"] and s, 900)
     print(f"v2 reboot to confirmed: {time.monotonic() - started:.0f} s after install began")
     assert done["history"][0]["result"] == "installed" and done["history"][0]["version"] == "0.2.0"
+    snapshot = done["history"][0]["ha_data"]["snapshot"]  # taken before 0.2.0's first start
+    assert snapshot["taken"] and snapshot["database"], snapshot
+    print(f"v2: Home Assistant's data snapshot {snapshot['bytes'] / 2**20:.1f} MiB "
+          f"in {snapshot['seconds']} s")
+    _wait("the snapshot removed once 0.2.0 was confirmed",
+          lambda: host.check_output("sudo ls -A /data/ha-snapshot") == "", 120)
     assert done["slots"]["B"]["boot_status"] == "good" and done["slots"]["B"]["version"] == "0.2.0"
     assert host.run("curl -fsS -o /dev/null http://127.0.0.1:8123/manifest.json").rc == 0
     assert "B_OK=1" in host.check_output(GRUBENV) and "ORDER=B A" in host.check_output(GRUBENV)
@@ -337,9 +343,11 @@ def _power_cut_during_install(vm: Any, ssh_key: Path, version: str) -> float:
 def test_power_cut_then_a_v3_that_never_gets_healthy_falls_back_to_v2_by_itself(
         host: Any, vm: Any, board: str, publish: Callable[..., dict[str, Any]], ssh_key: Path) -> None:
     """A power cut mid-install leaves the running slot good; the install afterwards succeeds;
-    its Home Assistant never becomes healthy (the service cannot start), so the device tries
-    the new slot three times and goes back to 0.2.0 by itself, and says why."""
-    publish("0.3.0", "stable")  # its smartos.service runs /bin/false (releases.py)
+    its Home Assistant never becomes healthy (the service changes the data, then fails), so the
+    device tries the new slot three times and goes back to 0.2.0 by itself, says why, and puts
+    Home Assistant's data back as it was before 0.3.0 first started."""
+    publish("0.3.0", "stable")  # its Home Assistant migrates its data, then fails (releases.py)
+    ha_version = host.check_output("sudo cat /data/homeassistant/.HA_VERSION")
 
     cut = _power_cut_during_install(vm, ssh_key, "0.3.0")
     status = _wait("the gate's verdict after the power cut",
@@ -366,4 +374,10 @@ def test_power_cut_then_a_v3_that_never_gets_healthy_falls_back_to_v2_by_itself(
     assert done["slots"]["A"]["boot_status"] == "bad"
     text = host.check_output("smartosctl update status")
     assert "0.2.0 -> 0.3.0  rolled back" in text, text
+    assert "put back as it was before the update" in text, text
+    assert last["ha_data"]["restore"]["restored"], last
+    assert host.check_output("sudo cat /data/homeassistant/.HA_VERSION") == ha_version
+    assert host.run("sudo test -e /data/homeassistant/smartos-trial.txt").rc != 0
+    trial = last["ha_data"]["restore"]["trial_data"]
+    assert host.check_output(f"sudo cat {trial}/.HA_VERSION") == MIGRATED  # kept for the owner
     vm.wait_for_http(ha_url(vm), 900)
