@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from .config import Config
+from .hass import Requirements
 from .keys import Keys
 from .runtime import Choice
 
@@ -34,6 +35,7 @@ class Context:
     # filled in by stages as they go
     python_version: str = ""  # the suite's python3 (smartosctl, the agent, Ansible)
     ha_python: Choice | None = None  # what Home Assistant runs on (image/runtime.py)
+    homeassistant: Requirements | None = None  # the release being installed (image/venv.py)
     facts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 

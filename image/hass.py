@@ -146,6 +146,9 @@ class Requirements:
     constraints: str  # Home Assistant's package_constraints.txt, verbatim
     integrations: tuple[str, ...]  # every integration whose requirements are included
     requirements: tuple[str, ...]  # homeassistant==V plus the integrations' requirements
+    # the USB matchers of every integration's manifest (homeassistant/generated/usb.py): the
+    # sticks Home Assistant's USB discovery recognises (image/radios.py names them)
+    usb: tuple[dict[str, str], ...] = ()
 
 
 class _Wheel:
@@ -264,6 +267,8 @@ def derive(wheel_path: Path, version: str, seeds: tuple[str, ...] = SEED_INTEGRA
                 name == "homeassistant/scripts/check_config.py":
             reqs.update(_literal(wheel.text(name), "REQUIREMENTS") or ())
     constraints = wheel.text("homeassistant/package_constraints.txt")
+    usb = _literal(wheel.text("homeassistant/generated/usb.py"), "USB") \
+        if "homeassistant/generated/usb.py" in wheel.names else []
     return Requirements(version, constraints, tuple(sorted(seen)),
                         (f"homeassistant=={version}", *sorted(reqs, key=str.lower),
-                         *APPLIANCE_EXTRAS))
+                         *APPLIANCE_EXTRAS), tuple(usb or ()))

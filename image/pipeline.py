@@ -25,6 +25,7 @@ Stage = Callable[[Context], None]
 STAGES: list[Stage] = [
     stages.check_host,           # tools present (installed with apt-get when missing)
     stages.bootstrap,            # mmdebstrap: Debian + every package roles and board need
+    venv.resolve_homeassistant,  # the release, its Python, requirements and USB matchers
     stages.apply_roles,          # Ansible roles through a chroot connection
     stages.install_overlays,     # static trees and systemd units
     venv.install_homeassistant,  # Home Assistant venv (and its Python), ready to run offline

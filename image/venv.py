@@ -27,23 +27,24 @@ UV_ENV = {"UV_CACHE_DIR": "/var/cache/uv", "UV_LINK_MODE": "copy", "UV_PYTHON_DO
           "UV_HTTP_TIMEOUT": "180"}
 
 
-def resolve_homeassistant(ctx: Context) -> hass.Requirements:
-    """The release to install and, in ctx.ha_python, the Python it runs on and why."""
+def resolve_homeassistant(ctx: Context) -> None:
+    """The release to install (ctx.homeassistant: its requirements and USB matchers, which the
+    radios role names) and, in ctx.ha_python, the Python it runs on and why."""
     cfg = ctx.config
-    release, ctx.ha_python = runtime.select(ctx.cache, cfg.debian.suite.value, ctx.python_version,
-                                            cfg.homeassistant.version)
-    ctx.note(f"Home Assistant {release.version} on Python {ctx.ha_python.python}: "
-             f"{ctx.ha_python.reason}")
-    wheel = hass.fetch_wheel(release, ctx.cache)
-    return hass.derive(wheel, release.version)
+    with ctx.stage("Resolve Home Assistant"):
+        release, ctx.ha_python = runtime.select(ctx.cache, cfg.debian.suite.value, ctx.python_version,
+                                                cfg.homeassistant.version)
+        ctx.note(f"Home Assistant {release.version} on Python {ctx.ha_python.python}: "
+                 f"{ctx.ha_python.reason}")
+        wheel = hass.fetch_wheel(release, ctx.cache)
+        ctx.homeassistant = hass.derive(wheel, release.version)
 
 
 def install_homeassistant(ctx: Context) -> None:
     """Home Assistant Core in a venv, with everything a fresh install sets up offline (cached)."""
     with ctx.stage("Install Home Assistant Core venv"):
-        reqs = resolve_homeassistant(ctx)
-        choice = ctx.ha_python
-        assert choice is not None
+        reqs, choice = ctx.homeassistant, ctx.ha_python
+        assert reqs is not None and choice is not None
         ctx.facts["homeassistant"] = reqs.version
         arch = board_module(ctx.config.board).ARCH
         parts: list[object] = ["venv-v6", arch, choice.python, reqs.requirements, reqs.constraints]

@@ -207,18 +207,26 @@ def usb_tty(
     product: str | None = None,
     serial: str = "0001",
     interface: str = "00",
+    manufacturer: str | None = None,
+    interface_string: str | None = None,
 ) -> Device:
     """A ttyUSB/ttyACM device: tty -> USB interface -> USB device. A device without
-    a product string has no `product` file in sysfs."""
+    a product (manufacturer, interface) string has no such file in sysfs."""
     usb_device = {"idVendor": vendor_id, "idProduct": product_id, "serial": serial}
     if product is not None:
         usb_device["product"] = product + "\n"  # sysfs values end in a newline
+    if manufacturer is not None:
+        usb_device["manufacturer"] = manufacturer + "\n"
+    usb_interface = {"bInterfaceNumber": interface}
+    if interface_string is not None:
+        usb_interface["interface"] = interface_string + "\n"
     return Device(
         kernel=kernel,
         subsystem="tty",
-        chain=[{"dev": "188:0\n"}, {"bInterfaceNumber": interface}, usb_device],
-        # 60-serial.rules sets this from the interface before 70-smartos-radios.rules runs
-        env={"ID_USB_INTERFACE_NUM": interface},
+        chain=[{"dev": "188:0\n"}, usb_interface, usb_device],
+        # 60-serial.rules (usb_id) sets these before 70-smartos-radios.rules runs
+        env={"ID_USB_INTERFACE_NUM": interface, "ID_VENDOR_ID": vendor_id.lower(),
+             "ID_MODEL_ID": product_id.lower()},
     )
 
 
@@ -411,3 +419,115 @@ def test_stick_list_is_well_formed_and_documented() -> None:
         seen[match] = s["name"]
         assert kinds.setdefault(s["name"], s["kind"]) == s["kind"], s
         assert f"`{s['name']}`" in doc, f"{s['name']} is missing from docs/radios.md"
+
+
+# --- Home Assistant's own USB matchers (image/radios.py) ----------------------------------
+
+# A sample of homeassistant/generated/usb.py from Home Assistant 2026.2.3, as it reads there;
+# the VM tests check every matcher of the release an image ships (test_appliance.py).
+HA_MATCHERS = [
+    {"description": "*skyconnect v1.0*", "domain": "homeassistant_sky_connect", "pid": "EA60", "vid": "10C4"},
+    {"domain": "insteon", "vid": "10BF"},
+    {"description": "*raven*", "domain": "rainforest_raven", "manufacturer": "*rainforest*",
+     "pid": "8A28", "vid": "0403"},
+    {"description": "*2652*", "domain": "zha", "pid": "EA60", "vid": "10C4"},
+    {"description": "*sonoff*plus*", "domain": "zha", "pid": "55D4", "vid": "1A86"},
+    {"description": "*zigbee*", "domain": "zha", "pid": "8A2A", "vid": "10C4"},
+    {"domain": "zwave_js", "pid": "0200", "vid": "0658"},
+    {"description": "*z-wave*", "domain": "zwave_js", "pid": "8A2A", "vid": "10C4"},
+    {"description": "*sonoff*zwave*", "domain": "zwave_js", "manufacturer": "sonoff", "pid": "EA60",
+     "vid": "10C4"},
+]
+
+
+def a_device_for(matcher: dict[str, str], kernel: str = "ttyUSB0") -> Device:
+    """A stick as Home Assistant's matcher describes it, its strings in another case than the
+    matcher's (Home Assistant compares lower-cased): every '*' becomes a word."""
+    def text(key: str) -> str | None:
+        return matcher[key].replace("*", " Any ").strip().swapcase() if key in matcher else None
+    return usb_tty(kernel, matcher["vid"], matcher.get("pid", "1234"), product=text("description"),
+                   manufacturer=text("manufacturer"), serial=text("serial_number") or "0001")
+
+
+def uncovered(rules: list[list[Token]], matchers: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The matchers whose stick would get no SmartOS name."""
+    return [m for m in matchers if not apply(rules, a_device_for(m)).env.get("SMARTOS_RADIO")]
+
+
+@pytest.fixture(scope="module")
+def ha_rules() -> list[list[Token]]:
+    from smartos_image import radios
+
+    return parse(render(radios__homeassistant_sticks=radios.sticks(HA_MATCHERS)))
+
+
+def test_every_stick_home_assistant_recognises_gets_a_name_whatever_the_case(
+    ha_rules: list[list[Token]],
+) -> None:
+    assert uncovered(ha_rules, HA_MATCHERS) == []
+    slae = apply(ha_rules, a_device_for(HA_MATCHERS[3]))  # "slae.sh cc2652rb stick"
+    assert slae.symlinks == {"radios/zha-10c4-ea60-2652", "zigbee"}
+    assert slae.env == {"SMARTOS_RADIO": "zha-10c4-ea60-2652", "SMARTOS_RADIO_KIND": "zigbee"}
+    assert apply(ha_rules, usb_tty("ttyUSB0", "10c4", "ea60", "slae.sh CC2652RB stick")).symlinks \
+        == {"radios/zha-10c4-ea60-2652", "zigbee"}
+
+
+def test_integrations_other_than_zigbee_and_zwave_get_a_name_but_no_generic_link(
+    ha_rules: list[list[Token]],
+) -> None:
+    insteon = apply(ha_rules, usb_tty("ttyUSB0", "10bf", "0001", "PowerLinc Modem"))
+    assert insteon.symlinks == {"radios/insteon-10bf"}
+    assert insteon.env["SMARTOS_RADIO_KIND"] == "insteon"
+
+
+def test_a_manufacturer_glob_must_match_too(ha_rules: list[list[Token]]) -> None:
+    raven = HA_MATCHERS[2]
+    name = apply(ha_rules, a_device_for(raven)).env["SMARTOS_RADIO"]
+    assert name == "rainforest-raven-0403-8a28-raven-rainforest"
+    other = usb_tty("ttyUSB0", "0403", "8a28", "RAVEn USB", manufacturer="FTDI")
+    assert apply(ha_rules, other) == Result()
+
+
+def test_the_description_may_be_the_interface_s_string_as_on_the_husbzb1(
+    ha_rules: list[list[Token]],
+) -> None:
+    """pyserial's description, which Home Assistant matches, is "product - interface"."""
+    product = "HubZ Smart Home Controller"
+    zigbee = usb_tty("ttyUSB1", "10c4", "8a2a", product, interface="01",
+                     interface_string="HubZ ZigBee Com Port")
+    zwave = usb_tty("ttyUSB0", "10c4", "8a2a", product, interface="00",
+                    interface_string="HubZ Z-Wave Com Port")
+    assert "radios/zha-10c4-8a2a-zigbee" in apply(ha_rules, zigbee).symlinks
+    assert "radios/zwave-js-10c4-8a2a-z-wave" in apply(ha_rules, zwave).symlinks
+    # the curated entries stay preferred: they name the stick and own the generic links
+    assert apply(ha_rules, zigbee).env["SMARTOS_RADIO"] == "nortek-husbzb-1-zigbee"
+    assert plug(ha_rules, zwave, zigbee)["zwave"] == "ttyUSB0"
+
+
+def test_a_stick_both_tables_know_keeps_its_curated_name_and_priority(
+    ha_rules: list[list[Token]],
+) -> None:
+    sky = usb_tty("ttyUSB0", "10c4", "ea60", "SkyConnect v1.0")
+    slae = usb_tty("ttyUSB1", "10c4", "ea60", "slae.sh CC2652RB stick")
+    result = apply(ha_rules, sky)
+    assert result.env["SMARTOS_RADIO"] == "home-assistant-skyconnect"
+    assert result.symlinks == {"radios/home-assistant-skyconnect", "zigbee",
+                               "radios/homeassistant-sky-connect-10c4-ea60-skyconnect-v1-0"}
+    assert plug(ha_rules, slae, sky)["zigbee"] == "ttyUSB0"  # curated beats Home Assistant's
+
+
+@pytest.mark.parametrize("product", ["CP2102N USB to UART Bridge Controller", "Some Lidar", None])
+def test_home_assistant_s_matchers_leave_unknown_bridges_alone(
+    ha_rules: list[list[Token]], product: str | None
+) -> None:
+    assert apply(ha_rules, usb_tty("ttyUSB0", "10c4", "ea60", product)) == Result()
+
+
+def test_a_matcher_udev_cannot_express_is_refused_by_name() -> None:
+    from smartos_image import radios
+    from smartos_image.errors import SmartOSError
+
+    with pytest.raises(SmartOSError, match="zha"):
+        radios.sticks([{"domain": "zha", "vid": "10C4", "pid": "EA60", "description": "*a|b*"}])
+    with pytest.raises(SmartOSError, match="4 hex digits"):
+        radios.sticks([{"domain": "zha", "vid": "10C", "pid": "EA60"}])

@@ -93,6 +93,19 @@ def test_radio_udev_rules_are_installed_and_valid(host) -> None:
     assert host.run("udevadm verify /etc/udev/rules.d/70-smartos-radios.rules").rc == 0
 
 
+def test_every_usb_matcher_of_the_shipped_release_names_a_stick(host) -> None:
+    """Home Assistant's own table of the sticks its integrations recognise, read from the venv
+    on the device, run against the device's rules (the udev matcher of test_radios_udev.py)."""
+    from tests.roles.test_radios_udev import parse, uncovered
+
+    usb = json.loads(host.check_output(
+        "/opt/smartos/venv/bin/python -I -c 'import json; from homeassistant.generated.usb "
+        "import USB; print(json.dumps(USB))'"))
+    assert len(usb) >= 20 and any(m["domain"] == "zha" for m in usb)
+    rules = parse(host.file("/etc/udev/rules.d/70-smartos-radios.rules").content_string)
+    assert uncovered(rules, usb) == []
+
+
 def test_data_partition_is_mounted_and_grew_to_fill_the_disk(host) -> None:
     data = host.mount_point("/data")
     assert data.exists
