@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 from smartos_cli.channel_index import VALIDITY_DAYS
 
-from . import runtime
+from . import runtime, venv
+from .boards import board_module
 from .config import Board, Channel, Config, load_config
 from .errors import SmartOSError
 
@@ -137,10 +138,13 @@ def check(obj: dict[str, Any], as_json: bool, offline: bool) -> None:
     python = PYTHON_OF_SUITE[cfg.debian.suite.value]
     settings["resolved"] = {"python": python, "authorized_keys": len(cfg.authorized_keys())}
     if not offline:
-        release, choice = runtime.select(cfg.cache_dir, cfg.debian.suite.value, python,
-                                         cfg.homeassistant.version)
+        release, choice = runtime.select(
+            cfg.cache_dir, cfg.debian.suite.value, python, cfg.homeassistant.version,
+            installable=venv.installable(cfg.cache_dir, board_module(cfg.board).ARCH))
         settings["resolved"] |= {"homeassistant": release.version, "python": choice.python,
                                  "python_why": choice.reason}
+        if choice.skipped:
+            settings["resolved"]["homeassistant_passed_over"] = list(choice.skipped)
     if as_json:
         click.echo(json.dumps(settings, indent=2))
         return

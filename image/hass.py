@@ -80,11 +80,17 @@ def releases(cache_dir: Path) -> dict[str, Any]:
 
 def pick_release(table: dict[str, Any], python_version: str, requested: str = "latest",
                  also: Sequence[str] = ()) -> Release:
-    """The requested release, or the newest stable one whose Requires-Python admits python_version
-    (the suite's python3). A requested release may also run on one of the Pythons in `also` (the
-    pinned runtimes, image/runtime.py); `latest` moves to them once they are proven on every board."""
-    pythons = [Version(python_version)] + ([Version(p) for p in also] if requested != "latest" else [])
-    candidates: list[tuple[Version, Release]] = []
+    """The requested release, or the newest stable one whose Requires-Python admits the suite's
+    python3 (python_version) or one of the pinned runtimes' Pythons in `also` (image/runtime.py)."""
+    return candidates(table, python_version, requested, also)[0]
+
+
+def candidates(table: dict[str, Any], python_version: str, requested: str = "latest",
+               also: Sequence[str] = ()) -> list[Release]:
+    """pick_release's choices, newest first: for `latest`, every stable release that fits; else
+    the one requested, or an error saying why it cannot be."""
+    pythons = [Version(python_version)] + [Version(p) for p in also]
+    found: list[tuple[Version, Release]] = []
     for ver, files in table["releases"].items():
         try:
             v = Version(ver)
@@ -112,12 +118,13 @@ def pick_release(table: dict[str, Any], python_version: str, requested: str = "l
                              "`smartos pin-runtime`")
                 continue
             url = urllib.parse.urljoin(table.get("base", PYPI + "/"), f["url"])
-            candidates.append((v, Release(ver, url, f["digests"]["sha256"], spec)))
-    if not candidates:
+            found.append((v, Release(ver, url, f["digests"]["sha256"], spec)))
+    if not found:
         if requested != "latest":
             raise SmartOSError(f"homeassistant.version: no release {requested} on PyPI")
-        raise SmartOSError(f"no Home Assistant release on PyPI supports Python {python_version}")
-    return max(candidates, key=lambda c: c[0])[1]
+        raise SmartOSError(f"no Home Assistant release on PyPI supports Python "
+                           f"{', '.join(str(p) for p in pythons)}")
+    return [release for _, release in sorted(found, key=lambda c: c[0], reverse=True)]
 
 
 def fetch_wheel(release: Release, cache_dir: Path) -> Path:

@@ -18,6 +18,7 @@ into its cache and refuses any other bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import lzma
 import re
@@ -26,7 +27,7 @@ import tempfile
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -115,6 +116,7 @@ class Choice:
     python: str
     runtime: Runtime | None  # None: the suite's own python3
     reason: str
+    skipped: tuple[str, ...] = ()  # newer releases `latest` passed over, each with why
 
 
 def load(path: Path = PINS) -> list[Runtime]:
@@ -141,14 +143,33 @@ def _fits(python: str, requires: str) -> bool:
         return False
 
 
+LATEST_TRIES = 3  # releases `latest` tries, newest first, before it gives up
+
+
 def select(cache_dir: Path, suite: str, suite_python: str, requested: str,
-           runtimes: Sequence[Runtime] | None = None) -> tuple[hass.Release, Choice]:
+           runtimes: Sequence[Runtime] | None = None,
+           installable: Callable[[hass.Release, Choice], str] | None = None) -> tuple[hass.Release, Choice]:
     """The Home Assistant release a build installs (PyPI's list, cached in cache_dir) and the
-    Python it runs on: what `smartos check` prints and what the venv stage builds."""
+    Python it runs on: what `smartos check` prints and what the venv stage builds.
+
+    `latest` is the newest stable release that the suite's python3 or a pinned runtime can run
+    and, when `installable` is given, whose requirements resolve on the package index (it
+    returns why not, or ""): a release can pin a package version its index does not have yet
+    (2026.11.0 and universal-silabs-flasher 1.3.0). Such a release is passed over, and the
+    choice says so. A release asked for by name is taken as it is; the venv stage then fails
+    with the resolver's own words."""
     runtimes = load() if runtimes is None else runtimes
-    release = hass.pick_release(hass.releases(cache_dir), suite_python, requested,
-                                also=[r.python for r in runtimes])
-    return release, choose(release.requires_python, suite, suite_python, runtimes)
+    table = hass.releases(cache_dir)
+    found = hass.candidates(table, suite_python, requested, also=[r.python for r in runtimes])
+    skipped: list[str] = []
+    for release in found[:LATEST_TRIES if requested == "latest" and installable else 1]:
+        choice = choose(release.requires_python, suite, suite_python, runtimes)
+        problem = installable(release, choice) if requested == "latest" and installable else ""
+        if not problem:
+            return release, dataclasses.replace(choice, skipped=tuple(skipped))
+        skipped.append(f"{release.version}: {problem}")
+    raise SmartOSError("no recent Home Assistant release can be installed: " + "; ".join(skipped),
+                       hint="set homeassistant.version to a release that can")
 
 
 def choose(requires: str, suite: str, suite_python: str, runtimes: Sequence[Runtime]) -> Choice:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import cache, hass, host, runtime, wheels
@@ -32,12 +35,46 @@ def resolve_homeassistant(ctx: Context) -> None:
     radios role names) and, in ctx.ha_python, the Python it runs on and why."""
     cfg = ctx.config
     with ctx.stage("Resolve Home Assistant"):
-        release, ctx.ha_python = runtime.select(ctx.cache, cfg.debian.suite.value, ctx.python_version,
-                                                cfg.homeassistant.version)
+        release, ctx.ha_python = runtime.select(
+            ctx.cache, cfg.debian.suite.value, ctx.python_version, cfg.homeassistant.version,
+            installable=installable(ctx.cache, board_module(cfg.board).ARCH))
+        for passed_over in ctx.ha_python.skipped:
+            ctx.note(f"passed over Home Assistant {passed_over}")
         ctx.note(f"Home Assistant {release.version} on Python {ctx.ha_python.python}: "
                  f"{ctx.ha_python.reason}")
         wheel = hass.fetch_wheel(release, ctx.cache)
         ctx.homeassistant = hass.derive(wheel, release.version)
+
+
+# What uv says when the index lacks what a release pins (anything else, a network error say, is
+# an error of the build, not a reason to take an older release)
+_UNRESOLVABLE = ("No solution found when resolving dependencies",)
+
+
+def installable(cache_dir: Path, arch: str) -> Callable[[hass.Release, runtime.Choice], str]:
+    """For runtime.select: whether a release's offline requirement set resolves for arch and its
+    Python on the package index ("" when it does, else the resolver's reason). Resolved with the
+    host's uv for the target platform: metadata only, nothing is built or installed."""
+    def check(release: hass.Release, choice: runtime.Choice) -> str:
+        reqs = hass.derive(hass.fetch_wheel(release, cache_dir), release.version)
+        with tempfile.TemporaryDirectory(prefix="smartos-resolve-") as tmp:
+            work = Path(tmp)
+            (work / "requirements.txt").write_text("\n".join(reqs.requirements) + "\n")
+            (work / "constraints.txt").write_text(reqs.constraints)
+            env = {"UV_CACHE_DIR": str(cache_dir / "uv"), "UV_PYTHON_DOWNLOADS": "never",
+                   "UV_HTTP_TIMEOUT": UV_ENV["UV_HTTP_TIMEOUT"]}
+            proc = run([host.uv_binary(), "pip", "compile", "--quiet", "--no-header",
+                        "--python-version", choice.python, "--python-platform", wheels.PLATFORMS[arch][0],
+                        work / "requirements.txt", "-c", work / "constraints.txt",
+                        "-o", work / "resolved.txt"], env=env, capture=True, check=False)
+        if proc.returncode == 0:
+            return ""
+        if not any(marker in proc.stderr for marker in _UNRESOLVABLE):
+            raise SmartOSError(f"cannot resolve Home Assistant {release.version}'s requirements: "
+                               f"{proc.stderr.strip()[-800:]}")
+        because = re.search(r"Because (.+?)(?:,| and| we can conclude|$)", proc.stderr, re.MULTILINE)
+        return because[1].strip() if because else proc.stderr.strip().splitlines()[-1]
+    return check
 
 
 def install_homeassistant(ctx: Context) -> None:

@@ -71,10 +71,17 @@ def update_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return keys
 
 
+# The test images' Home Assistant: the last release for trixie's own Python 3.13, where the
+# update from a field box starts. `latest` (on the pinned Python 3.14) is built and booted by
+# test_python_runtime.py.
+HOMEASSISTANT = "2026.2.3"
+
+
 def image_settings(ssh_key: Path, update_keys: Path) -> list[str]:
     """The --set options every test image and release shares."""
     return ["--set", f"admin.ssh_key_files=[{ssh_key}.pub]", "--set", "compress=false",
-            "--set", "hostname=smartos-test", "--set", f"update.keyring={update_keys}/ca.cert.pem"]
+            "--set", "hostname=smartos-test", "--set", f"update.keyring={update_keys}/ca.cert.pem",
+            "--set", f"homeassistant.version={HOMEASSISTANT}"]
 
 
 class Images:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from smartos_image import hass
+from smartos_image import hass, venv
 from smartos_image.cli import main
 
 
@@ -42,7 +42,11 @@ def release_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_check_says_which_release_and_python_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      version: str, release: str, python: str,
                                                      why: str) -> None:
+    """With a stand-in for the resolver (uv against PyPI, which test_python_runtime.py runs for
+    real): 2026.11.0's requirements do not resolve, as on PyPI on 2026-12-03."""
     cache = release_list(tmp_path, monkeypatch)
+    monkeypatch.setattr(venv, "installable", lambda cache_dir, arch: lambda r, c: (
+        "there is no version of universal-silabs-flasher==1.3.0" if r.version == "2026.11.0" else ""))
     result = CliRunner().invoke(main, ["check", "--json", "--set", f"cache_dir={cache}",
                                        "--set", f"homeassistant.version={version}"])
     assert result.exit_code == 0, result.output
@@ -50,6 +54,9 @@ def test_check_says_which_release_and_python_and_why(tmp_path: Path, monkeypatch
     assert resolved["homeassistant"] == release
     assert resolved["python"].startswith(python)
     assert why in resolved["python_why"]
+    if version == "latest":
+        assert resolved["homeassistant_passed_over"] == [
+            "2026.11.0: there is no version of universal-silabs-flasher==1.3.0"]
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:

@@ -38,9 +38,11 @@ def test_a_pinned_release_that_needs_a_newer_python_is_refused() -> None:
         hass.pick_release(TABLE, "3.13.5", "2026.3.0")
 
 
-def test_a_pinned_release_may_run_on_a_pinned_runtime_but_latest_stays_on_the_suites() -> None:
+def test_a_release_may_run_on_a_pinned_runtime_latest_too() -> None:
     assert hass.pick_release(TABLE, "3.13.5", "2026.3.0", also=["3.14.8"]).version == "2026.3.0"
-    assert hass.pick_release(TABLE, "3.13.5", also=["3.14.8"]).version == "2026.2.3"
+    assert hass.pick_release(TABLE, "3.13.5", also=["3.14.8"]).version == "2026.3.0"
+    assert [r.version for r in hass.candidates(TABLE, "3.13.5", also=["3.14.8"])] == \
+        ["2026.3.0", "2026.2.3", "2026.1.4"]  # newest first; no pre-release, nothing yanked
     with pytest.raises(SmartOSError, match=r"needs Python >=3\.14\.2, the image has 3\.13\.5, or 3\.14\.1 "
                                            r"\(pinned runtime\)"):
         hass.pick_release(TABLE, "3.13.5", "2026.3.0", also=["3.14.1"])

@@ -70,6 +70,47 @@ def test_the_newest_fitting_runtime_wins_and_none_fitting_is_an_error() -> None:
     assert "smartos pin-runtime" in (err.value.hint or "")
 
 
+def _table(*versions_and_requires: tuple[str, str]) -> dict:
+    return {"base": "https://pypi.example/pypi/homeassistant/json", "releases": {
+        v: [{"packagetype": "bdist_wheel", "requires_python": r, "yanked": False,
+             "url": f"../../packages/homeassistant-{v}.whl", "digests": {"sha256": "ab" * 32}}]
+        for v, r in versions_and_requires}}
+
+
+PYPI_TABLE = _table(("2026.2.3", ">=3.13.2"), ("2026.10.4", ">=3.14.2"), ("2026.11.0", ">=3.14.2"))
+
+
+def test_latest_passes_over_a_release_whose_requirements_do_not_resolve(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The resolver is a parameter here (its real one, uv against PyPI, runs in the image and VM
+    tests); this is what select does with its answers."""
+    monkeypatch.setattr(runtime.hass, "releases", lambda cache: PYPI_TABLE)
+    asked: list[tuple[str, str]] = []
+
+    def resolver(release, choice):  # type: ignore[no-untyped-def]
+        asked.append((release.version, choice.python))
+        return "universal-silabs-flasher==1.3.0 was not found" if release.version == "2026.11.0" else ""
+
+    release, choice = runtime.select(tmp_path, "trixie", TRIXIE_PYTHON, "latest", installable=resolver)
+    assert release.version == "2026.10.4" and choice.python.startswith("3.14.")
+    assert choice.skipped == ("2026.11.0: universal-silabs-flasher==1.3.0 was not found",)
+    assert [v for v, _ in asked] == ["2026.11.0", "2026.10.4"]
+
+    asked.clear()
+    release, choice = runtime.select(tmp_path, "trixie", TRIXIE_PYTHON, "2026.11.0", installable=resolver)
+    assert release.version == "2026.11.0" and asked == []  # asked for by name: taken as it is
+
+    with pytest.raises(SmartOSError, match=r"2026\.11\.0: nope; 2026\.10\.4: nope; 2026\.2\.3: nope"):
+        runtime.select(tmp_path, "trixie", TRIXIE_PYTHON, "latest", installable=lambda r, c: "nope")
+
+
+def test_latest_without_a_runtime_stays_on_the_suites_python(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(runtime.hass, "releases", lambda cache: PYPI_TABLE)
+    release, choice = runtime.select(tmp_path, "trixie", TRIXIE_PYTHON, "latest", runtimes=[])
+    assert release.version == "2026.2.3" and choice.runtime is None
+
+
 # -- a mirror on loopback -------------------------------------------------------------------------
 
 def make_deb(tmp: Path, package: str, arch: str, version: str = "3.14.8-1") -> Path:
