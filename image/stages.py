@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__, cache, host, layout, native, radios, release, wheels
+from . import __version__, cache, host, layout, native, release, wheels
 from .boards import board_module
 from .chroot import mounted, umount_below
 from .context import Context
@@ -238,8 +238,6 @@ def _ansible_vars(ctx: Context) -> dict[str, Any]:
         "ssh__admin_user": cfg.admin.user,
         "ssh__authorized_keys": keys,
         "homeassistant__uid": HA_USER_UID,
-        # every stick the release's USB discovery knows gets a stable name too
-        "radios__homeassistant_sticks": radios.sticks(ctx.homeassistant.usb) if ctx.homeassistant else [],
     }
 
 

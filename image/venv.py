@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cache, hass, host, runtime, wheels
+from . import cache, hass, host, radios, runtime, wheels
 from .boards import board_module
 from .chroot import chroot_env, mounted
 from .context import Context
@@ -117,6 +117,10 @@ def install_homeassistant(ctx: Context) -> None:
         link.symlink_to(Path("/") / ffmpeg.relative_to(ctx.rootfs))
         (ctx.rootfs / "etc/smartos").mkdir(parents=True, exist_ok=True)
         (ctx.rootfs / "etc/smartos/venv-id").write_text(key + "\n")
+        # every stick this release's USB discovery knows gets a stable name (docs/radios.md)
+        rules = ctx.rootfs / radios.RULES
+        rules.parent.mkdir(parents=True, exist_ok=True)
+        rules.write_text(radios.rules(radios.sticks(reqs.usb), reqs.version))
 
 
 def runtime_tree(ctx: Context, rt: runtime.Runtime, arch: str, build: bool = False,

@@ -454,11 +454,17 @@ def uncovered(rules: list[list[Token]], matchers: list[dict[str, str]]) -> list[
     return [m for m in matchers if not apply(rules, a_device_for(m)).env.get("SMARTOS_RADIO")]
 
 
-@pytest.fixture(scope="module")
-def ha_rules() -> list[list[Token]]:
+def with_home_assistant_s(matchers: list[dict[str, str]], curated: str) -> list[list[Token]]:
+    """The image's two rules files in udev's order: Home Assistant's (69-, written by the venv
+    stage), then the role's curated table (70-)."""
     from smartos_image import radios
 
-    return parse(render(radios__homeassistant_sticks=radios.sticks(HA_MATCHERS)))
+    return parse(radios.rules(radios.sticks(matchers), "2026.2.3")) + parse(curated)
+
+
+@pytest.fixture(scope="module")
+def ha_rules() -> list[list[Token]]:
+    return with_home_assistant_s(HA_MATCHERS, render())
 
 
 def test_every_stick_home_assistant_recognises_gets_a_name_whatever_the_case(

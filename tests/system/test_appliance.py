@@ -102,7 +102,10 @@ def test_every_usb_matcher_of_the_shipped_release_names_a_stick(host) -> None:
         "/opt/smartos/venv/bin/python -I -c 'import json; from homeassistant.generated.usb "
         "import USB; print(json.dumps(USB))'"))
     assert len(usb) >= 20 and any(m["domain"] == "zha" for m in usb)
-    rules = parse(host.file("/etc/udev/rules.d/70-smartos-radios.rules").content_string)
+    ha_file = "/usr/lib/udev/rules.d/69-smartos-homeassistant-radios.rules"
+    assert host.run(f"udevadm verify {ha_file}").rc == 0
+    rules = parse(host.file(ha_file).content_string) \
+        + parse(host.file("/etc/udev/rules.d/70-smartos-radios.rules").content_string)
     assert uncovered(rules, usb) == []
 
 
