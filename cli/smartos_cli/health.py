@@ -73,24 +73,25 @@ def gate(paths: Paths, booted: str, *, timeout: int, check: Callable[[], tuple[b
          boot_id: Callable[[], str] = _boot_id, sleep: Callable[[float], None] = time.sleep,
          clock: Callable[[], float] = time.monotonic,
          clean_snapshot: Callable[[], None] = _clean_snapshot) -> str:
-    """Decide for this boot; returns what was decided (also logged)."""
+    """Decide for this boot; returns what was decided (also logged). The slots are marked
+    before the attempt is recorded as over: whoever reads the record (`update status`) and sees
+    no pending update also sees the slots as they will stay."""
     state = update.load_state(paths)
     pending = state.pending
     if pending and pending.get("slot") != booted:
         attempts = pending.get("attempts", [])
         if pending.get("state") == "installing" and not attempts:
+            mark("good", "booted")
             update.finish(paths, state, "interrupted", reason="the install did not finish "
                           "(power loss or crash); the running system was not changed")
-            outcome = f"the install of {pending['version']} was interrupted; slot {booted} kept"
-        else:
-            reason = attempts[-1].get("reason", "") if attempts else ""
-            update.finish(paths, state, "rolled back", boots=len(attempts),
-                          reason=reason or f"slot {pending['slot']} did not boot")
-            mark("bad", "other")
-            outcome = (f"{pending['version']} failed in slot {pending['slot']} after {len(attempts)} "
-                       f"boot(s) ({reason or 'it did not boot'}); back on slot {booted}")
+            return f"the install of {pending['version']} was interrupted; slot {booted} kept"
+        reason = attempts[-1].get("reason", "") if attempts else ""
+        mark("bad", "other")
         mark("good", "booted")
-        return outcome
+        update.finish(paths, state, "rolled back", boots=len(attempts),
+                      reason=reason or f"slot {pending['slot']} did not boot")
+        return (f"{pending['version']} failed in slot {pending['slot']} after {len(attempts)} "
+                f"boot(s) ({reason or 'it did not boot'}); back on slot {booted}")
     if not pending:
         mark("good", "booted")
         return f"slot {booted} confirmed (not a trial boot)"
@@ -106,8 +107,8 @@ def gate(paths: Paths, booted: str, *, timeout: int, check: Callable[[], tuple[b
         healthy, reason = check()
         if healthy:
             waited = round(clock() - start)
-            update.finish(paths, state, "installed", health_seconds=waited, boots=len(attempts))
             mark("good", "booted")
+            update.finish(paths, state, "installed", health_seconds=waited, boots=len(attempts))
             clean_snapshot()
             return f"{pending['version']} healthy after {waited} s; slot {booted} confirmed"
         if "crashed" in reason or "failed" in reason:

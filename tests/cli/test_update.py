@@ -371,6 +371,32 @@ def test_an_install_cut_short_is_recorded_as_interrupted_and_nothing_is_marked_b
     assert device.state.history[-1]["result"] == "interrupted"
 
 
+@pytest.mark.parametrize(("state", "booted", "health"), [
+    ("installing", "A", (True, "")),  # a power cut during the install
+    ("installed", "A", (True, "")),   # back after a failed trial
+    ("installed", "B", (True, "")),   # a healthy trial
+])
+def test_the_slots_are_marked_before_the_attempt_is_recorded_as_over(
+        tmp_path: Path, state: str, booted: str, health: tuple[bool, str]) -> None:
+    """`update status` (and the update test) read "no pending update" as "the verdict is in":
+    by then the slots must be marked (seen in CI: RAUC reported the kept slot "bad" between
+    the record and the mark, its boot counter not yet reset)."""
+    device = Device(tmp_path, [health])
+    device.pending(state=state, attempts=[{"boot_id": "x", "reason": "r"}] if booted == "A"
+                   and state == "installed" else [])
+    pending_when_marked: list[bool] = []
+
+    class Watched(list[tuple[str, str]]):
+        def append(self, mark: tuple[str, str]) -> None:
+            pending_when_marked.append(device.state.pending is not None)
+            super().append(mark)
+
+    device.marks = Watched()
+    device.run(booted)
+    assert pending_when_marked and all(pending_when_marked), device.marks
+    assert device.state.pending is None
+
+
 def test_the_same_boot_is_counted_once_when_the_gate_runs_again(tmp_path: Path) -> None:
     device = Device(tmp_path, [(False, "x")])
     device.pending()
